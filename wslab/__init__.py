@@ -1,0 +1,33 @@
+"""wslab: real WebSocket servers and clients on loopback, through a fault-injecting
+proxy, every message accounted for.
+
+The flow (see the README)::
+
+    Scenario ──► Lab ──► (server ◄── FaultProxy ◄── clients) ──► Ledger ──► Run ──► plots
+
+Start with ``notebooks/00_start_here.ipynb``.
+"""
+
+from .contract import ClientApp, Design, ServerApp
+from .designs import DESIGNS, get_design
+from .errors import (ConfigError, DesignContractError, DesignHangError, RunError,
+                     RunTimeoutError, UnknownNameError, WslabError)
+from .faults import (Bandwidth, BlackHole, Cut, Fault, FaultPlan, FrameFault, Latency,
+                     Refuse, ServerRestart, SlowConsumer)
+from .frames import Frame, TextContaining
+from .lab import arun, run
+from .ledger import Ledger
+from .proxy import FaultProxy
+from .run import Run
+from .scenarios import SCENARIOS, Scenario, get_scenario
+from .workload import Workload
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Bandwidth", "BlackHole", "ClientApp", "ConfigError", "Cut", "DESIGNS", "Design",
+    "DesignContractError", "DesignHangError", "Fault", "FaultPlan", "FaultProxy", "Frame",
+    "FrameFault", "Latency", "Ledger", "Refuse", "Run", "RunError", "RunTimeoutError",
+    "SCENARIOS", "Scenario", "ServerApp", "ServerRestart", "SlowConsumer", "TextContaining",
+    "UnknownNameError", "Workload", "WslabError", "arun", "get_design", "get_scenario", "run",
+]

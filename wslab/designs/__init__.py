@@ -1,0 +1,30 @@
+"""wslab's own designs, by name."""
+
+from __future__ import annotations
+
+from ..contract import Design
+from ..errors import DesignContractError, UnknownNameError
+from . import naive
+
+DESIGNS: dict[str, Design] = {d.name: d for d in [naive.DESIGN]}
+
+
+def get_design(design: "str | Design | object") -> Design:
+    """A design by name (see :data:`DESIGNS`), a :class:`Design`, or any object
+    (a module, say) with ``handler`` and ``client`` attributes."""
+    if isinstance(design, Design):
+        return design
+    if isinstance(design, str):
+        if design in DESIGNS:
+            return DESIGNS[design]
+        raise UnknownNameError("design", design, list(DESIGNS))
+    handler, client = getattr(design, "handler", None), getattr(design, "client", None)
+    if handler is None or client is None:
+        raise DesignContractError(
+            f"{design!r} is not a design: expected a wslab.Design, a design name "
+            f"({', '.join(sorted(DESIGNS))}), or an object with async 'handler(websocket, app)' "
+            "and 'client(app)' attributes"
+        )
+    name = getattr(design, "__name__", type(design).__name__)
+    return Design(name, handler=handler, client=client,
+                  serve_options=getattr(design, "SERVE_OPTIONS", {}) or {})

@@ -1,0 +1,428 @@
+"""The lab: a design's server and clients, in this process, through the proxy.
+
+:func:`arun` (``await`` it in a notebook) and :func:`run` (from a script or a
+test) start the design's server on 127.0.0.1 (a free port), a
+:class:`~wslab.proxy.FaultProxy` in front of it, and N clients; they drive
+the workload, apply the fault plan, and return a :class:`~wslab.run.Run`.
+
+Guarantees:
+
+- Every run has a hard time limit (``time_limit_s``): past it,
+  :class:`~wslab.errors.RunTimeoutError`, never a hang of the caller.
+- When the run returns or raises, nothing it started is left: the clients'
+  tasks are cancelled, the server and the proxy are closed with all their
+  sockets, and every task the design started (tracked through the event
+  loop's task factory) is cancelled and awaited. A design whose tasks ignore
+  cancellation makes the run raise :class:`~wslab.errors.DesignHangError`.
+- An exception in the design is a result, not a crash: it is recorded in
+  ``run.errors``, as are the exceptions of fire-and-forget tasks nobody
+  awaited.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import logging
+import re
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from websockets.asyncio.server import Server, serve
+
+from .contract import ClientApp, Design, ServerApp, _current_client, _Outbox
+from .designs import get_design
+from .errors import ConfigError, DesignHangError, RunTimeoutError
+from .faults import BlackHole, Cut, FaultPlan, ServerRestart, SlowConsumer
+from .ledger import Ledger
+from .proxy import HOST, FaultProxy, queued_bytes
+from .run import DesignFailure, Run
+from .scenarios import Scenario, get_scenario
+from .workload import Workload, make_message
+
+TEARDOWN_GRACE_S = 2.0
+SAMPLE_INTERVAL_S = 0.05
+_PATH = re.compile(r"^/c/(\d+)")
+
+_design_logger = logging.getLogger("wslab.design")
+_design_logger.propagate = False
+_design_logger.addHandler(logging.NullHandler())
+
+_current_run: contextvars.ContextVar["_RunContext | None"] = contextvars.ContextVar(
+    "wslab_current_run", default=None
+)
+
+
+@dataclass
+class _RunContext:
+    """The state of one run that the applications and the lab share."""
+
+    workload: Workload
+    plan: FaultPlan
+    t0: float
+    ledger: Ledger = field(default_factory=Ledger)
+    gauges: dict[tuple[str, int | None], float] = field(default_factory=dict)
+    errors: list[DesignFailure] = field(default_factory=list)
+    tasks: set[asyncio.Task] = field(default_factory=set)
+    tearing_down: bool = False
+
+    def now(self) -> float:
+        return asyncio.get_running_loop().time() - self.t0
+
+    def adopt(self, task: asyncio.Task) -> None:
+        """Own a task started during the run; its failure is recorded, never lost."""
+        self.tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task) -> None:
+        self.tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            coro = task.get_coro()
+            self.fail(f"task {getattr(coro, '__qualname__', task.get_name())}", task.exception())
+
+    def fail(self, where: str, exc: BaseException) -> None:
+        """Record an exception of the design (not those the lab causes at teardown)."""
+        if self.tearing_down:
+            return
+        text = "".join(traceback.format_exception_only(type(exc), exc)).strip()
+        self.errors.append(DesignFailure(round(self.now(), 4), where, text))
+
+    async def consume_delay(self, side: str, client_id: int | None) -> None:
+        t = self.now()
+        delay = sum(
+            f.delay_s for f in self.plan.of(SlowConsumer)
+            if f.side == side and f.active(t) and (f.clients is None or client_id in f.clients)
+        )
+        if delay:
+            await asyncio.sleep(delay)
+
+
+# Task tracking: every task created while a run is current belongs to that run.
+
+_factory_users = 0
+_previous_factory: Any = None
+
+
+def _tracking_factory(loop: asyncio.AbstractEventLoop, coro: Any, **kwargs: Any) -> asyncio.Task:
+    if _previous_factory is not None:
+        task = _previous_factory(loop, coro, **kwargs)
+    else:
+        task = asyncio.Task(coro, loop=loop, **kwargs)
+    ctx = _current_run.get()
+    if ctx is not None:
+        ctx.adopt(task)
+    return task
+
+
+def _install_factory(loop: asyncio.AbstractEventLoop) -> None:
+    global _factory_users, _previous_factory
+    if _factory_users == 0:
+        _previous_factory = loop.get_task_factory()
+        loop.set_task_factory(_tracking_factory)
+    _factory_users += 1
+
+
+def _uninstall_factory(loop: asyncio.AbstractEventLoop) -> None:
+    global _factory_users, _previous_factory
+    _factory_users -= 1
+    if _factory_users == 0:
+        loop.set_task_factory(_previous_factory)
+        _previous_factory = None
+
+
+class _LabServer:
+    """The design's server: started, stopped and restarted by the lab."""
+
+    def __init__(self, design: Design, ctx: _RunContext, down: dict[int, _Outbox]) -> None:
+        self.design, self.ctx, self.down = design, ctx, down
+        self.port = 0
+        self.server: Server | None = None
+        self.opens: list[tuple[float, int | None]] = []
+        self.state: dict = {}
+
+    async def start(self) -> int:
+        self.state = {}
+        options = {"logger": _design_logger, **self.design.serve_options}
+        try:
+            self.server = await serve(self._handle, HOST, self.port, **options)
+        except TypeError as exc:
+            raise ConfigError(
+                f"design {self.design.name!r}: serve_options are not accepted by "
+                f"websockets' serve(): {exc}"
+            ) from exc
+        self.port = self.server.sockets[0].getsockname()[1]
+        return self.port
+
+    async def stop(self, code: int = 1001) -> None:
+        server, self.server = self.server, None
+        if server is None:
+            return
+        server.close(code=code)
+        try:
+            await asyncio.wait_for(server.wait_closed(), TEARDOWN_GRACE_S)
+        except TimeoutError:
+            for conn in list(server.connections):
+                conn.transport.abort()
+
+    async def _handle(self, websocket: Any) -> None:
+        match = _PATH.match(websocket.request.path)
+        client_id = int(match.group(1)) if match else None
+        self.opens.append((round(self.ctx.now(), 6), client_id))
+        app = ServerApp(self.ctx, client_id, self.down.get(client_id), self.state)
+        try:
+            await self.design.handler(websocket, app)
+        except Exception as exc:
+            self.ctx.fail(f"server handler (client {client_id})", exc)
+            raise
+
+
+async def _produce(ctx: _RunContext, outbox: _Outbox, prefix: str) -> None:
+    """Produce the workload's messages for one stream at its rate."""
+    workload = ctx.workload
+    loop = asyncio.get_running_loop()
+    try:
+        for seq in range(workload.count):
+            due = ctx.t0 + seq / workload.rate_per_s
+            delay = due - loop.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            msg_id = f"{prefix}.{seq}"
+            ctx.ledger.produced(msg_id, round(due - ctx.t0, 6))
+            outbox.put(msg_id, make_message(msg_id, workload.size_bytes))
+    finally:
+        outbox.close()
+
+
+async def _nemesis(ctx: _RunContext, proxy: FaultProxy, server: _LabServer) -> None:
+    """Apply the faults that act at a moment (cut, black hole, restart)."""
+
+    async def at(t: float) -> None:
+        delay = t - ctx.now()
+        if delay > 0:
+            await asyncio.sleep(delay)
+
+    async def act(fault: Any) -> None:
+        await at(fault.start_s)
+        if isinstance(fault, Cut):
+            proxy.cut(fault.clients)
+        elif isinstance(fault, BlackHole):
+            proxy.black_hole(fault.direction, fault.clients)
+        elif isinstance(fault, ServerRestart):
+            await server.stop(fault.close_code)
+            if fault.duration_s is not None:
+                await at(fault.start_s + fault.duration_s)
+                await server.start()
+
+    async with asyncio.TaskGroup() as tg:
+        for fault in ctx.plan:
+            if isinstance(fault, (Cut, BlackHole, ServerRestart)):
+                tg.create_task(act(fault), name=f"wslab nemesis {fault.kind}")
+
+
+def _sample(ctx: _RunContext, proxy: FaultProxy, server: _LabServer,
+            apps: list[ClientApp], outboxes: list[_Outbox]) -> dict[str, Any]:
+    def frames(conn: Any) -> int:
+        messages = getattr(conn, "recv_messages", None)
+        return len(messages.frames) if messages is not None else 0
+
+    client_conns = [c for app in apps for c in list(app._connections)]
+    server_conns = list(server.server.connections) if server.server is not None else []
+    gauges: dict[str, float] = {}
+    for (name, _), value in ctx.gauges.items():
+        gauges[name] = gauges.get(name, 0) + value
+    return {
+        "t": round(ctx.now(), 4),
+        "connected": proxy.open_clients(),
+        "server_connections": len(server_conns),
+        "client_buffer": sum(queued_bytes(c.transport) for c in client_conns),
+        "server_buffer": sum(queued_bytes(c.transport) for c in server_conns),
+        "proxy_buffer": proxy.buffered_bytes(),
+        "client_recv_queue": sum(frames(c) for c in client_conns),
+        "server_recv_queue": sum(frames(c) for c in server_conns),
+        "producer_backlog": sum(len(o.items) for o in outboxes),
+        "gauges": gauges,
+    }
+
+
+async def arun(
+    design: "str | Design | object",
+    scenario: "str | Scenario" = "network_interruption",
+    *,
+    workload: Workload | None = None,
+    faults: "FaultPlan | list | None" = None,
+    clients: int | None = None,
+    seed: int | None = None,
+    settle_s: float | None = None,
+    time_limit_s: float | None = None,
+    progress: Callable[[float], None] | None = None,
+) -> Run:
+    """Run ``design`` under ``scenario`` and return the :class:`Run`.
+
+    ``scenario`` is a name from :data:`wslab.scenarios.SCENARIOS` or a
+    :class:`Scenario`; the keyword arguments override its fields.
+    ``progress``, if given, is called with the fraction of the planned time done.
+    """
+    the_design = get_design(design)
+    base = get_scenario(scenario)
+    changes = {k: v for k, v in dict(
+        workload=workload, faults=faults if faults is None or isinstance(faults, FaultPlan)
+        else FaultPlan(faults), clients=clients, seed=seed, settle_s=settle_s,
+        time_limit_s=time_limit_s).items() if v is not None}
+    chosen = base.with_(**changes) if changes else base
+    if workload is not None and not isinstance(workload, Workload):
+        raise ConfigError(f"workload must be a wslab.Workload, got {workload!r}")
+
+    loop = asyncio.get_running_loop()
+    ctx = _RunContext(workload=chosen.workload, plan=chosen.faults, t0=loop.time())
+    token = _current_run.set(ctx)
+    _install_factory(loop)
+    started = time.perf_counter()
+    try:
+        # The body runs in a task of its own so that the run's context (and
+        # the tasks that inherit it) never leaks into the caller's.
+        body = asyncio.ensure_future(_execute(the_design, chosen, ctx, progress))
+        body.set_name("wslab run")
+    finally:
+        _current_run.reset(token)
+    try:
+        try:
+            return await asyncio.wait_for(asyncio.shield(body), chosen.time_limit_s)
+        except TimeoutError:
+            body.cancel()
+            done, _ = await asyncio.wait([body], timeout=TEARDOWN_GRACE_S * 2)
+            raise RunTimeoutError(
+                f"design {the_design.name!r} × scenario {chosen.name!r} passed its hard time "
+                f"limit of {chosen.time_limit_s:g} s (planned {chosen.planned_s:.1f} s); "
+                "everything it started was cancelled"
+                + ("" if done else ", but some of its tasks ignored cancellation")
+            ) from None
+        except asyncio.CancelledError:
+            body.cancel()
+            await asyncio.wait([body], timeout=TEARDOWN_GRACE_S * 2)
+            raise
+    finally:
+        _uninstall_factory(loop)
+        _ = started
+
+
+async def _execute(design: Design, scenario: Scenario, ctx: _RunContext,
+                   progress: Callable[[float], None] | None) -> Run:
+    workload, started = ctx.workload, time.perf_counter()
+    up = {i: _Outbox() for i in range(scenario.clients)} if workload.produces_up else {}
+    down = {i: _Outbox() for i in range(scenario.clients)} if workload.produces_down else {}
+    server = _LabServer(design, ctx, down)
+    proxy = FaultProxy(upstream_port=0, plan=scenario.faults, seed=scenario.seed, t0=ctx.t0)
+    samples: list[dict[str, Any]] = []
+    apps: list[ClientApp] = []
+    client_tasks: list[asyncio.Task] = []
+    planned_s = scenario.planned_s
+    end_s = 0.0
+    try:
+        proxy.upstream_port = await server.start()
+        port = await proxy.start()
+        apps = [ClientApp(ctx, i, f"ws://{HOST}:{port}/c/{i}", up.get(i))
+                for i in range(scenario.clients)]
+        async with asyncio.TaskGroup() as lab:
+            for i, outbox in up.items():
+                lab.create_task(_produce(ctx, outbox, f"u{i}"), name=f"wslab producer u{i}")
+            for i, outbox in down.items():
+                lab.create_task(_produce(ctx, outbox, f"d{i}"), name=f"wslab producer d{i}")
+            nemesis = lab.create_task(_nemesis(ctx, proxy, server), name="wslab nemesis")
+            for app in apps:
+                client_tasks.append(asyncio.create_task(_client_main(ctx, design, app),
+                                                        name=f"wslab client {app.client_id}"))
+            # Drive: until everything is accounted for, or the settle window ends.
+            drive_until = max(workload.production_s, scenario.faults.last_end_s)
+            outboxes = [*up.values(), *down.values()]
+            while True:
+                samples.append(_sample(ctx, proxy, server, apps, outboxes))
+                now = ctx.now()
+                if progress is not None:
+                    progress(min(1.0, now / planned_s) if planned_s else 1.0)
+                if now >= drive_until and (ctx.ledger.outstanding == 0 or now >= planned_s):
+                    break
+                await asyncio.sleep(SAMPLE_INTERVAL_S)
+            end_s = ctx.now()
+            nemesis.cancel()
+            for outbox in outboxes:
+                outbox.close()
+    finally:
+        tasks_left = await _teardown(ctx, server, proxy, apps, client_tasks)
+    run = Run(
+        design=design.name, scenario=scenario.name, seed=scenario.seed,
+        clients=scenario.clients, workload=workload, faults=scenario.faults,
+        ledger=ctx.ledger, duration_s=time.perf_counter() - started, end_s=end_s,
+        samples=samples, connections=list(proxy.events), server_opens=server.opens,
+        errors=ctx.errors, tasks_left=tasks_left,
+        frames={"dropped": proxy.frames_dropped, "delayed": proxy.frames_delayed,
+                "duplicated": proxy.frames_duplicated},
+    )
+    if progress is not None:
+        progress(1.0)
+    return run
+
+
+async def _client_main(ctx: _RunContext, design: Design, app: ClientApp) -> None:
+    _current_client.set(app)
+    try:
+        await design.client(app)
+    except Exception as exc:
+        ctx.fail(f"client {app.client_id}", exc)
+
+
+async def _teardown(ctx: _RunContext, server: _LabServer, proxy: FaultProxy,
+                    apps: list[ClientApp], client_tasks: list[asyncio.Task]) -> int:
+    """Stop everything the run started; return how many tasks the design left behind.
+
+    The proxy goes first: resetting every connection makes each side see a
+    dead peer at once, so no close handshake can hold teardown up.
+    """
+    ctx.tearing_down = True
+    current = asyncio.current_task()
+    await proxy.close()
+    for task in client_tasks:
+        task.cancel()
+    if client_tasks:
+        await asyncio.wait(client_tasks, timeout=TEARDOWN_GRACE_S)
+    for app in apps:
+        for conn in list(app._connections):
+            if conn.transport is not None:
+                conn.transport.abort()
+    await server.stop(1001)
+    # Whatever the design started and did not finish: cancel it, then wait.
+    # (Tasks the design left running after its client and server stopped.)
+    left = [t for t in ctx.tasks if t is not current and not t.done()]
+    left_behind = [t for t in left if not t.get_name().startswith("wslab ")]
+    for task in left:
+        task.cancel()
+    if left:
+        await asyncio.wait(left, timeout=TEARDOWN_GRACE_S)
+    stuck = [t for t in left if not t.done()]
+    if stuck:
+        raise DesignHangError(
+            "the design's tasks ignored cancellation at teardown: "
+            + ", ".join(t.get_name() + " " + getattr(t.get_coro(), "__qualname__", "?") for t in stuck)
+            + ". Do not catch CancelledError without re-raising it.",
+            [t.get_name() for t in stuck],
+        )
+    return len(left_behind)
+
+
+def run(design: "str | Design | object", scenario: "str | Scenario" = "network_interruption",
+        **options: Any) -> Run:
+    """Synchronous :func:`arun`, for scripts and tests.
+
+    Inside a running event loop (a notebook) it nests with ``nest_asyncio2``;
+    in a notebook prefer ``await wslab.arun(...)``.
+    """
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(arun(design, scenario, **options))
+    import nest_asyncio2
+
+    nest_asyncio2.apply(loop)
+    return loop.run_until_complete(arun(design, scenario, **options))

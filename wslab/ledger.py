@@ -1,0 +1,173 @@
+"""The ledger: every message's fate, and the checkers that read it.
+
+Pure bookkeeping, no I/O and no clock: the lab calls :meth:`Ledger.produced`
+when an application creates a message (before any fault can touch it),
+:meth:`Ledger.accepted` when the design takes it from the application,
+:meth:`Ledger.rejected` when the design refuses it explicitly, and
+:meth:`Ledger.delivered` each time the receiving application processes a
+message. Times are seconds from the start of the run.
+
+From that record :meth:`Ledger.summary` computes, in the spirit of Jepsen's
+total-queue checker:
+
+- ``lost``: produced, never delivered, never explicitly rejected;
+- ``duplicated``: deliveries beyond the first of the same id;
+- ``unexpected``: deliveries of ids that were never produced;
+- ``out_of_order``: first deliveries of a message after a later message of
+  the same source (client and stream) had already been delivered;
+- ``peak_queue``: the most messages at once that a design had accepted and
+  not yet delivered (wherever they were: a queue, a buffer, the network).
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+from .workload import split_id
+
+
+@dataclass
+class MessageRecord:
+    """What happened to one message id."""
+
+    msg_id: str
+    produced_s: float
+    accepted_s: float | None = None
+    rejected_s: float | None = None
+    reject_reason: str | None = None
+    deliveries: list[float] = field(default_factory=list)
+
+
+def percentile(sorted_values: list[float], q: float) -> float:
+    """The ``q``-th percentile (0–100) by linear interpolation; nan when empty."""
+    if not sorted_values:
+        return math.nan
+    k = (len(sorted_values) - 1) * q / 100
+    lo, hi = math.floor(k), math.ceil(k)
+    return sorted_values[lo] + (sorted_values[hi] - sorted_values[lo]) * (k - lo)
+
+
+class Ledger:
+    """Every message id with its production, acceptance and deliveries."""
+
+    def __init__(self) -> None:
+        self.records: dict[str, MessageRecord] = {}
+        self.unexpected: list[tuple[float, str | None]] = []
+        self._first_deliveries: list[tuple[float, str]] = []
+
+    # Recording ------------------------------------------------------------
+
+    def produced(self, msg_id: str, t: float) -> None:
+        if msg_id in self.records:
+            raise ValueError(f"message id {msg_id!r} produced twice")
+        self.records[msg_id] = MessageRecord(msg_id, t)
+
+    def accepted(self, msg_id: str, t: float) -> None:
+        record = self.records[msg_id]
+        if record.accepted_s is None:
+            record.accepted_s = t
+
+    def rejected(self, msg_id: str, t: float, reason: str) -> None:
+        record = self.records[msg_id]
+        if record.rejected_s is None:
+            record.rejected_s, record.reject_reason = t, reason
+
+    def delivered(self, msg_id: str | None, t: float) -> None:
+        record = self.records.get(msg_id) if msg_id is not None else None
+        if record is None:
+            self.unexpected.append((t, msg_id))
+            return
+        if not record.deliveries:
+            self._first_deliveries.append((t, msg_id))
+        record.deliveries.append(t)
+
+    # Reading --------------------------------------------------------------
+
+    @property
+    def outstanding(self) -> int:
+        """Messages produced and neither delivered nor rejected yet."""
+        return sum(
+            1 for r in self.records.values() if not r.deliveries and r.rejected_s is None
+        )
+
+    def lost_ids(self) -> list[str]:
+        return [
+            r.msg_id for r in self.records.values()
+            if not r.deliveries and r.rejected_s is None
+        ]
+
+    def latencies_s(self) -> list[float]:
+        """First-delivery latency of every delivered message, sorted."""
+        return sorted(r.deliveries[0] - r.produced_s for r in self.records.values() if r.deliveries)
+
+    def out_of_order_ids(self) -> list[str]:
+        highest: dict[str, int] = {}
+        late: list[str] = []
+        for _, msg_id in sorted(self._first_deliveries):
+            parts = split_id(msg_id)
+            if parts is None:
+                continue
+            source, seq = parts
+            if seq < highest.get(source, -1):
+                late.append(msg_id)
+            else:
+                highest[source] = seq
+        return late
+
+    def queue_series(self) -> tuple[list[float], list[int]]:
+        """Messages accepted and not yet delivered (nor rejected), as a step series."""
+        steps: list[tuple[float, int]] = []
+        for r in self.records.values():
+            if r.accepted_s is None:
+                continue
+            steps.append((r.accepted_s, +1))
+            end = r.deliveries[0] if r.deliveries else r.rejected_s
+            if end is not None:
+                steps.append((max(end, r.accepted_s), -1))
+        steps.sort(key=lambda s: (s[0], s[1]))
+        times, depth, level = [0.0], [0], 0
+        for t, step in steps:
+            level += step
+            times.append(t)
+            depth.append(level)
+        return times, depth
+
+    def delivered_between(self, times_s: list[float]) -> list[int]:
+        """First deliveries per bucket with edges ``times_s``."""
+        firsts = sorted(t for t, _ in self._first_deliveries)
+        return [
+            bisect.bisect_left(firsts, hi) - bisect.bisect_left(firsts, lo)
+            for lo, hi in zip(times_s, times_s[1:])
+        ]
+
+    def summary(self) -> dict:
+        """The checker's verdict as plain numbers (see the module docstring)."""
+        records = self.records.values()
+        latencies = self.latencies_s()
+        delivered = sum(1 for r in records if r.deliveries)
+        return {
+            "sent": len(self.records),
+            "delivered": delivered,
+            "lost": len(self.lost_ids()),
+            "rejected": sum(1 for r in records if r.rejected_s is not None and not r.deliveries),
+            "duplicated": sum(max(0, len(r.deliveries) - 1) for r in records),
+            "unexpected": len(self.unexpected),
+            "out_of_order": len(self.out_of_order_ids()),
+            "latency_ms": {
+                name: round(percentile(latencies, q) * 1000, 2)
+                for name, q in (("p50", 50), ("p95", 95), ("p99", 99), ("max", 100))
+            },
+            "peak_queue": max(self.queue_series()[1]),
+        }
+
+
+def by_stream(ids: list[str]) -> dict[str, int]:
+    """Count ids per stream letter: ``{"up": 3, "down": 1, "echo": 0}``."""
+    names = {"u": "up", "d": "down", "e": "echo"}
+    counts: dict[str, int] = defaultdict(int)
+    for msg_id in ids:
+        counts[names.get(msg_id[:1], "other")] += 1
+    return dict(counts)

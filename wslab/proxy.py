@@ -1,0 +1,447 @@
+"""FaultProxy: a TCP proxy on loopback that applies a fault plan to real bytes.
+
+Every client of a run connects to the proxy, which opens one upstream
+connection to the server per client connection and forwards bytes both ways.
+The proxy reads the HTTP request line of the WebSocket handshake to learn
+which lab client is connecting (the path ``/c/<id>`` the lab gave it) and
+removes the ``Sec-WebSocket-Extensions`` header so that no compression is
+negotiated: frames stay readable, and dropping one cannot corrupt a shared
+compression context.
+
+Guarantees:
+
+- With no fault in force for a direction, bytes are forwarded in the same
+  callback that received them, with flow control (reading pauses while the
+  other side's write buffer is full).
+- Order is kept within a direction, under latency with jitter too, except for
+  frames a :class:`~wslab.faults.FrameFault` delays or duplicates on purpose.
+- Every socket the proxy opened is closed by :meth:`FaultProxy.close`.
+
+The fault decisions are made here; the faults themselves are plain data
+(:mod:`wslab.faults`). Random draws (jitter, frame probability) come from one
+``random.Random(seed)``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import random
+import re
+import socket
+import struct
+import termios
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+from .faults import Bandwidth, BlackHole, Cut, FaultPlan, FrameFault, Latency, Refuse
+from .frames import FrameParser
+
+HOST = "127.0.0.1"
+_HEADER_END = b"\r\n\r\n"
+_MAX_HEADER = 64 * 1024
+_PATH = re.compile(rb"^GET /c/(\d+)[/? ]")
+_EXTENSIONS = re.compile(rb"\r\nSec-WebSocket-Extensions:[^\r]*", re.IGNORECASE)
+_QUEUE_HIGH = 1 << 20
+
+
+def _reset(transport: asyncio.BaseTransport | None) -> None:
+    """Close a TCP transport with a reset (RST), not a polite FIN."""
+    if transport is None or transport.is_closing():
+        return
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        except OSError:
+            pass
+    transport.abort()
+
+
+def queued_bytes(transport: asyncio.BaseTransport | None) -> int:
+    """Bytes waiting on one TCP socket: the transport's write buffer plus the
+    kernel's send and receive queues (Linux ``SIOCOUTQ`` / ``SIOCINQ``)."""
+    if transport is None or transport.is_closing():
+        return 0
+    total = transport.get_write_buffer_size()  # type: ignore[attr-defined]
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        for request in (termios.TIOCOUTQ, termios.FIONREAD):
+            try:
+                total += struct.unpack("i", fcntl.ioctl(sock.fileno(), request, b"\0\0\0\0"))[0]
+            except OSError:
+                pass
+    return total
+
+
+class _Pipe:
+    """One direction of one proxied connection: faults applied, bytes forwarded."""
+
+    def __init__(self, conn: "ProxyConnection", direction: str) -> None:
+        self.conn = conn
+        self.direction = direction
+        self.proxy = conn.proxy
+        self.dst: asyncio.Transport | None = None
+        self.src: asyncio.Transport | None = None
+        self.queue: deque[tuple[float, bytes]] = deque()
+        self.queued_bytes = 0
+        self.last_due = 0.0
+        self.timer: asyncio.TimerHandle | None = None
+        self.header_done = False
+        self.header = bytearray()
+        self.parser: FrameParser | None = None
+        self.black_holed = False
+        self.dropped_bytes = 0
+        self.src_paused = False
+
+    # Input ------------------------------------------------------------------
+
+    def feed(self, data: bytes) -> None:
+        if not self.header_done:
+            self.header += data
+            end = self.header.find(_HEADER_END)
+            if end < 0:
+                if len(self.header) > _MAX_HEADER:
+                    self.conn.reset("handshake header too long")
+                return
+            head, rest = bytes(self.header[: end + 4]), bytes(self.header[end + 4 :])
+            self.header_done = True
+            self.header = bytearray()
+            if self.proxy.plan.has(FrameFault, self.direction):
+                self.parser = FrameParser()
+            if self.direction == "up":
+                self.conn.on_request(head, rest)
+                return
+            self._forward(head, parse=False)
+            data = rest
+            if not data:
+                return
+        self._forward(data)
+
+    def _forward(self, data: bytes, *, parse: bool = True) -> None:
+        proxy, conn = self.proxy, self.conn
+        t = proxy.now()
+        if not self.black_holed and proxy.plan.active(BlackHole, t, self.direction, conn.client_id):
+            self.black_holed = True
+        if self.black_holed:
+            self.dropped_bytes += len(data)
+            return
+        if self.parser is not None and parse:
+            chunks = self._apply_frame_faults(self.parser.feed(data), t)
+        else:
+            chunks = [(0.0, data)]
+        latency = proxy.plan.active(Latency, t, self.direction, conn.client_id)
+        bandwidth = proxy.plan.active(Bandwidth, t, self.direction, conn.client_id)
+        for extra_s, chunk in chunks:
+            delay = extra_s
+            for fault in latency:
+                delay += fault.delay_s + (proxy.rng.uniform(-fault.jitter_s, fault.jitter_s) if fault.jitter_s else 0.0)
+            due = t + delay
+            if bandwidth:
+                rate = min(f.bytes_per_s for f in bandwidth)
+                due = max(due, self.last_due) + len(chunk) / rate
+            if due <= t and not self.queue and self.timer is None:
+                self._write(chunk)
+            else:
+                # TCP keeps order within a direction; so do we (frame delays excepted).
+                if not extra_s:
+                    due = max(due, self.last_due)
+                self._enqueue(due, chunk)
+
+    def _apply_frame_faults(self, frames: list, t: float) -> list[tuple[float, bytes]]:
+        faults = self.proxy.plan.active(FrameFault, t, self.direction, self.conn.client_id)
+        out: list[tuple[float, bytes]] = []
+        for frame in frames:
+            action = None
+            for fault in faults:
+                if fault.match(frame) and self.proxy.rng.random() < fault.probability:
+                    action = fault
+                    break
+            if action is None:
+                out.append((0.0, frame.raw))
+            elif action.action == "drop":
+                self.proxy.frames_dropped += 1
+            elif action.action == "duplicate":
+                out += [(0.0, frame.raw), (0.0, frame.raw)]
+                self.proxy.frames_duplicated += 1
+            else:
+                out.append((action.delay_s, frame.raw))
+                self.proxy.frames_delayed += 1
+        return out
+
+    # Output -----------------------------------------------------------------
+
+    def _write(self, data: bytes) -> None:
+        if self.dst is not None and not self.dst.is_closing():
+            self.dst.write(data)
+
+    def _enqueue(self, due: float, chunk: bytes) -> None:
+        if self.queue and due < self.queue[-1][0]:
+            items = sorted([*self.queue, (due, chunk)], key=lambda item: item[0])
+            self.queue = deque(items)
+        else:
+            self.queue.append((due, chunk))
+        self.last_due = max(self.last_due, due)
+        self.queued_bytes += len(chunk)
+        if self.queued_bytes > _QUEUE_HIGH and self.src is not None and not self.src_paused:
+            self.src_paused = True
+            self.src.pause_reading()
+        self._schedule()
+
+    def _schedule(self) -> None:
+        if self.timer is not None or not self.queue:
+            return
+        loop = asyncio.get_running_loop()
+        self.timer = loop.call_at(self.proxy.t0 + self.queue[0][0], self._flush)
+
+    def _flush(self) -> None:
+        self.timer = None
+        now = self.proxy.now()
+        while self.queue and self.queue[0][0] <= now + 0.0005:
+            _, chunk = self.queue.popleft()
+            self.queued_bytes -= len(chunk)
+            self._write(chunk)
+        if self.src_paused and self.queued_bytes < _QUEUE_HIGH // 4 and self.src is not None:
+            self.src_paused = False
+            if not self.src.is_closing():
+                self.src.resume_reading()
+        if self.queue:
+            self._schedule()
+        elif self.conn.closing:
+            self.conn.maybe_finish_close()
+
+    def cancel(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        self.queue.clear()
+        self.queued_bytes = 0
+
+
+class _Side(asyncio.Protocol):
+    """asyncio protocol for one socket of a proxied connection."""
+
+    def __init__(self, conn: "ProxyConnection", incoming: _Pipe, outgoing: _Pipe) -> None:
+        self.conn = conn
+        self.incoming = incoming  # bytes read from this socket go into this pipe
+        self.outgoing = outgoing  # this pipe writes to this socket
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        self.outgoing.dst = self.transport
+        self.incoming.src = self.transport
+
+    def data_received(self, data: bytes) -> None:
+        self.incoming.feed(data)
+
+    def eof_received(self) -> bool | None:
+        return None  # close this socket; connection_lost follows
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.conn.side_lost(self)
+
+    def pause_writing(self) -> None:
+        src = self.outgoing.src
+        if src is not None and not src.is_closing():
+            src.pause_reading()
+
+    def resume_writing(self) -> None:
+        src = self.outgoing.src
+        if src is not None and not src.is_closing() and not self.outgoing.src_paused:
+            src.resume_reading()
+
+
+class ProxyConnection:
+    """One client connection through the proxy and its upstream connection."""
+
+    def __init__(self, proxy: "FaultProxy") -> None:
+        self.proxy = proxy
+        self.client_id: int | None = None
+        self.up = _Pipe(self, "up")
+        self.down = _Pipe(self, "down")
+        self.client_side = _Side(self, incoming=self.up, outgoing=self.down)
+        self.server_side: _Side | None = None
+        self.closing = False
+        self.closed = False
+        self.connect_task: asyncio.Task | None = None
+
+    @property
+    def black_holed(self) -> bool:
+        return self.up.black_holed or self.down.black_holed
+
+    def on_request(self, head: bytes, rest: bytes) -> None:
+        """The client's handshake request is complete: decide, then connect upstream."""
+        match = _PATH.match(head)
+        self.client_id = int(match.group(1)) if match else None
+        proxy = self.proxy
+        t = proxy.now()
+        proxy.record(self.client_id, "accept")
+        for kind, event in ((Cut, "reset"), (Refuse, "refused")):
+            if proxy.plan.active(kind, t, "up", self.client_id):
+                self.reset(event)
+                return
+        head = _EXTENSIONS.sub(b"", head)
+        self.up.src_paused = True
+        self.client_side.transport.pause_reading()  # type: ignore[union-attr]
+        self.connect_task = asyncio.get_running_loop().create_task(self._connect(head, rest),
+                                                                  name="wslab proxy connect")
+        proxy.tasks.add(self.connect_task)
+        self.connect_task.add_done_callback(proxy.tasks.discard)
+
+    async def _connect(self, head: bytes, rest: bytes) -> None:
+        loop = asyncio.get_running_loop()
+        self.server_side = _Side(self, incoming=self.down, outgoing=self.up)
+        try:
+            await loop.create_connection(lambda: self.server_side, HOST, self.proxy.upstream_port)
+        except OSError:
+            self.proxy.record(self.client_id, "upstream refused")
+            self.reset(None)
+            return
+        if self.closed or self.closing:
+            _reset(self.server_side.transport)
+            return
+        self.proxy.record(self.client_id, "open")
+        self.up._forward(head, parse=False)
+        if rest:
+            self.up._forward(rest)
+        self.up.src_paused = False
+        if not self.client_side.transport.is_closing():  # type: ignore[union-attr]
+            self.client_side.transport.resume_reading()  # type: ignore[union-attr]
+
+    def side_lost(self, side: _Side) -> None:
+        """One socket closed: close the other after what is queued for it."""
+        if self.closed:
+            return
+        # Through a black hole the other side never hears of it.
+        holed = self.up.black_holed if side is self.client_side else self.down.black_holed
+        if holed:
+            return
+        self.closing = True
+        self.up.src_paused = self.down.src_paused = False
+        self.maybe_finish_close()
+
+    def maybe_finish_close(self) -> None:
+        if not self.up.queue and not self.down.queue:
+            self.finish_close()
+
+    def finish_close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        for side in (self.client_side, self.server_side):
+            if side is not None and side.transport is not None and not side.transport.is_closing():
+                side.transport.close()
+        self.proxy.record(self.client_id, "close")
+        self.proxy.connections.discard(self)
+
+    def reset(self, event: str | None) -> None:
+        """Reset both sockets (RST), dropping whatever was queued."""
+        if self.closed:
+            return
+        self.closed = True
+        self.up.cancel()
+        self.down.cancel()
+        if self.connect_task is not None and not self.connect_task.done():
+            self.connect_task.cancel()
+        for side in (self.client_side, self.server_side):
+            if side is not None:
+                _reset(side.transport)
+        if event is not None:
+            self.proxy.record(self.client_id, event)
+        self.proxy.connections.discard(self)
+
+
+class FaultProxy:
+    """A loopback TCP proxy in front of ``upstream_port`` that applies ``plan``.
+
+    ``clock`` returns seconds since the start of the run; fault windows are in
+    that time. Use as ``async with FaultProxy(...) as proxy: proxy.port``.
+    """
+
+    def __init__(self, *, upstream_port: int, plan: FaultPlan | None = None,
+                 seed: int = 0, t0: float | None = None) -> None:
+        self.upstream_port = upstream_port
+        self.plan = plan if plan is not None else FaultPlan()
+        self.rng = random.Random(seed)
+        self.t0 = t0
+        self.port: int | None = None
+        self.connections: set[ProxyConnection] = set()
+        self.tasks: set[asyncio.Task] = set()
+        self.events: list[tuple[float, int | None, str]] = []
+        self.frames_dropped = self.frames_delayed = self.frames_duplicated = 0
+        self._server: asyncio.AbstractServer | None = None
+
+    def now(self) -> float:
+        return asyncio.get_running_loop().time() - (self.t0 or 0.0)
+
+    def record(self, client_id: int | None, event: str) -> None:
+        self.events.append((round(self.now(), 6), client_id, event))
+
+    async def start(self) -> int:
+        """Listen on 127.0.0.1 (a free port) and return the port."""
+        loop = asyncio.get_running_loop()
+        if self.t0 is None:
+            self.t0 = loop.time()
+        self._server = await loop.create_server(self._accept, HOST, 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self.port
+
+    def _accept(self) -> _Side:
+        conn = ProxyConnection(self)
+        self.connections.add(conn)
+        return conn.client_side
+
+    async def __aenter__(self) -> "FaultProxy":
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self.close()
+
+    # Nemesis actions ---------------------------------------------------------
+
+    def cut(self, clients: frozenset[int] | None = None) -> int:
+        """Reset every open connection (of ``clients``, or all); return how many."""
+        victims = [c for c in self.connections if clients is None or c.client_id in clients]
+        for conn in victims:
+            conn.reset("reset")
+        return len(victims)
+
+    def black_hole(self, direction: str, clients: frozenset[int] | None = None) -> int:
+        """Black-hole every open connection in ``direction``; return how many."""
+        victims = [c for c in self.connections if clients is None or c.client_id in clients]
+        for conn in victims:
+            for pipe in (conn.up, conn.down):
+                if direction in ("both", pipe.direction):
+                    pipe.black_holed = True
+        return len(victims)
+
+    # Readings ------------------------------------------------------------------
+
+    def buffered_bytes(self) -> int:
+        """Bytes held by the proxy: delayed chunks and what waits on its sockets."""
+        total = 0
+        for conn in self.connections:
+            for pipe in (conn.up, conn.down):
+                total += pipe.queued_bytes + queued_bytes(pipe.dst)
+        return total
+
+    def open_clients(self) -> int:
+        """Connections forwarding right now (handshake started, not closed)."""
+        return sum(1 for c in self.connections if c.server_side is not None and not c.closing)
+
+    async def close(self) -> None:
+        """Stop listening and reset every connection still open."""
+        if self._server is not None:
+            self._server.close()
+        for conn in list(self.connections):
+            conn.reset(None)
+        for task in list(self.tasks):
+            task.cancel()
+        if self.tasks:
+            await asyncio.gather(*self.tasks, return_exceptions=True)
+        if self._server is not None:
+            await self._server.wait_closed()
+            self._server = None

@@ -1,0 +1,121 @@
+"""Run: everything one lab run recorded, and its summary."""
+
+from __future__ import annotations
+
+import html
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from .faults import FaultPlan
+from .ledger import Ledger
+from .workload import Workload
+
+
+@dataclass(frozen=True)
+class DesignFailure:
+    """An exception raised by the design under test, caught by the lab."""
+
+    t_s: float
+    where: str  # "client 3", "server handler (client 3)", "task push_updates"
+    error: str  # "ConnectionClosedError: no close frame received or sent"
+
+
+@dataclass
+class Run:
+    """The record of one run: the ledger, samples over time, faults, errors.
+
+    ``samples`` is a list of dicts taken every ``sample_interval_s``:
+    ``t``, ``connected`` (clients connected through the proxy),
+    ``server_connections``, ``client_buffer`` / ``server_buffer`` /
+    ``proxy_buffer`` (bytes waiting on those sockets: write buffers and
+    kernel queues), ``client_recv_queue`` / ``server_recv_queue``
+    (frames read and not yet consumed), ``producer_backlog`` (messages produced
+    that the design has not taken yet) and ``gauges`` (what the design reported).
+    ``connections`` lists ``(t, client, event)`` seen by the proxy (accept,
+    open, close, reset, refused, upstream refused); ``server_opens`` lists
+    ``(t, client)`` for every connection the server handler saw.
+    """
+
+    design: str
+    scenario: str
+    seed: int
+    clients: int
+    workload: Workload
+    faults: FaultPlan
+    ledger: Ledger
+    duration_s: float = 0.0
+    end_s: float = 0.0
+    samples: list[dict[str, Any]] = field(default_factory=list)
+    connections: list[tuple[float, int | None, str]] = field(default_factory=list)
+    server_opens: list[tuple[float, int | None]] = field(default_factory=list)
+    errors: list[DesignFailure] = field(default_factory=list)
+    tasks_left: int = 0
+    frames: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def reconnects(self) -> int:
+        """Connections the server saw beyond the first of each client."""
+        per_client: dict[int | None, int] = {}
+        for _, client in self.server_opens:
+            per_client[client] = per_client.get(client, 0) + 1
+        return sum(max(0, n - 1) for n in per_client.values())
+
+    def summary(self) -> dict[str, Any]:
+        """The numbers that say how the design did (see :mod:`wslab.ledger`)."""
+        out = {"design": self.design, "scenario": self.scenario, "seed": self.seed,
+               "clients": self.clients}
+        out.update(self.ledger.summary())
+        out["peak_buffered_bytes"] = max(
+            (s["client_buffer"] + s["server_buffer"] + s["proxy_buffer"]
+             for s in self.samples), default=0)
+        out["reconnects"] = self.reconnects
+        out["errors"] = len(self.errors)
+        out["tasks_left"] = self.tasks_left
+        out["duration_s"] = round(self.duration_s, 3)
+        return out
+
+    # Display -------------------------------------------------------------
+
+    def __repr__(self) -> str:
+        s = self.summary()
+        return (f"<Run {self.design} × {self.scenario} (seed {self.seed}): sent {s['sent']}, "
+                f"delivered {s['delivered']}, lost {s['lost']}, duplicated {s['duplicated']}, "
+                f"out of order {s['out_of_order']}, peak queue {s['peak_queue']}>")
+
+    def table(self) -> list[tuple[str, str]]:
+        """The summary as (label, value) rows for a person to read."""
+        s = self.summary()
+        lat = s["latency_ms"]
+        fmt = lambda v: "–" if isinstance(v, float) and math.isnan(v) else f"{v:g}"  # noqa: E731
+        return [
+            ("design × scenario", f"{s['design']} × {s['scenario']} (seed {s['seed']}, {s['clients']} client{'s' if s['clients'] != 1 else ''})"),
+            ("sent", str(s["sent"])),
+            ("delivered", str(s["delivered"])),
+            ("lost", str(s["lost"])),
+            ("rejected (refused explicitly)", str(s["rejected"])),
+            ("duplicated", str(s["duplicated"])),
+            ("unexpected", str(s["unexpected"])),
+            ("out of order", str(s["out_of_order"])),
+            ("latency p50 / p95 / p99 / max (ms)",
+             " / ".join(fmt(lat[k]) for k in ("p50", "p95", "p99", "max"))),
+            ("peak queue (messages)", str(s["peak_queue"])),
+            ("peak buffered (bytes)", f"{s['peak_buffered_bytes']:,}"),
+            ("reconnects", str(s["reconnects"])),
+            ("errors in the design", str(s["errors"])),
+            ("tasks left at teardown", str(s["tasks_left"])),
+            ("duration (s)", f"{s['duration_s']:.2f}"),
+        ]
+
+    def text(self) -> str:
+        rows = self.table()
+        width = max(len(k) for k, _ in rows)
+        return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
+
+    def _repr_html_(self) -> str:
+        rows = "".join(
+            f"<tr><th style='text-align:left'>{html.escape(k)}</th>"
+            f"<td style='text-align:left'>{html.escape(v)}</td></tr>"
+            for k, v in self.table()
+        )
+        return f"<table>{rows}</table>"

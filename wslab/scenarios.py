@@ -1,0 +1,116 @@
+"""The standard failure scenarios: a workload, a fault plan and a seed each.
+
+Time is scaled down: a run takes a few seconds, outages last tenths of a
+second. Every scenario ends ``settle_s`` after its last message was produced
+and its last fault window closed; a message not delivered by then is lost.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+from .errors import ConfigError, UnknownNameError
+from .faults import (BlackHole, Cut, FaultPlan, FrameFault, Latency, ServerRestart,
+                     SlowConsumer)
+from .frames import TextContaining
+from .workload import Workload
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """A named, seeded, repeatable failure scenario."""
+
+    name: str
+    description: str
+    workload: Workload = field(default_factory=Workload)
+    faults: FaultPlan = field(default_factory=FaultPlan)
+    clients: int = 1
+    seed: int = 0
+    settle_s: float = 1.0
+    time_limit_s: float = 30.0
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.faults, FaultPlan):
+            object.__setattr__(self, "faults", FaultPlan(self.faults))
+        if not isinstance(self.clients, int) or not 1 <= self.clients <= 1000:
+            raise ConfigError(f"clients must be an integer from 1 to 1000, got {self.clients!r}")
+        if not isinstance(self.seed, int):
+            raise ConfigError(f"seed must be an integer, got {self.seed!r}")
+        if not isinstance(self.settle_s, (int, float)) or self.settle_s < 0:
+            raise ConfigError(f"settle_s must be seconds >= 0, got {self.settle_s!r}")
+        if not isinstance(self.time_limit_s, (int, float)) or self.time_limit_s <= 0:
+            raise ConfigError(f"time_limit_s must be seconds > 0, got {self.time_limit_s!r}")
+
+    def with_(self, **changes) -> "Scenario":
+        """A copy with some fields changed (``workload``, ``seed``, ``clients``...)."""
+        return replace(self, **changes)
+
+    @property
+    def planned_s(self) -> float:
+        """How long the run drives traffic at most, before teardown."""
+        return max(self.workload.production_s, self.faults.last_end_s) + self.settle_s
+
+
+def _scenarios() -> dict[str, Scenario]:
+    up = Workload(count=300, rate_per_s=100, direction="up")
+    return {s.name: s for s in [
+        Scenario(
+            "network_interruption",
+            "The network drops every connection mid-stream (reset) for 0.4 s.",
+            up, FaultPlan([Cut(start_s=1.0, duration_s=0.4)]), seed=1),
+        Scenario(
+            "server_restart",
+            "The server restarts mid-stream (close 1001, memory lost) and is down for 0.5 s.",
+            up, FaultPlan([ServerRestart(start_s=1.0, duration_s=0.5)]), clients=3, seed=2),
+        Scenario(
+            "slow_consumer",
+            "The server pushes 100 messages/s; the client application handles one per 15 ms.",
+            Workload(count=200, rate_per_s=100, direction="down", size_bytes=1024),
+            FaultPlan([SlowConsumer(side="client", delay_s=0.015)]), seed=3, settle_s=2.0),
+        Scenario(
+            "queue_overflow",
+            "The client produces 300 messages/s; the server application processes one per 5 ms.",
+            Workload(count=300, rate_per_s=300, direction="up", size_bytes=1024),
+            FaultPlan([SlowConsumer(side="server", delay_s=0.005)]), seed=4, settle_s=1.5),
+        Scenario(
+            "idle_black_hole",
+            "A NAT silently forgets the flow at 0.5 s: bytes vanish, no socket closes.",
+            Workload(count=100, rate_per_s=50, direction="up"),
+            FaultPlan([BlackHole(start_s=0.5, duration_s=0.5)]), seed=5),
+        Scenario(
+            "latency_spike",
+            "Latency jumps to 300 ms (± 50 ms) both ways for 1 s; echoes measure it.",
+            Workload(count=200, rate_per_s=100, direction="up", echo=True),
+            FaultPlan([Latency(start_s=0.6, duration_s=1.0, delay_s=0.3, jitter_s=0.05)]), seed=6),
+        Scenario(
+            "lost_acknowledgements",
+            "Half of the server's acknowledgement frames are dropped (frames containing '\"ack\"').",
+            Workload(count=200, rate_per_s=100, direction="up"),
+            FaultPlan([FrameFault(direction="down", action="drop", probability=0.5,
+                                  match=TextContaining('"ack"'))]), seed=7),
+        Scenario(
+            "shutdown_in_flight",
+            "The server shuts down (close 1001) while its slow worker holds messages, "
+            "and is back 0.5 s later.",
+            Workload(count=200, rate_per_s=100, direction="up"),
+            FaultPlan([SlowConsumer(side="server", delay_s=0.02),
+                       ServerRestart(start_s=0.8, duration_s=0.5)]), seed=8, settle_s=2.0),
+        Scenario(
+            "reconnect_storm",
+            "200 clients; the server restarts and every client must come back at once.",
+            Workload(count=10, rate_per_s=5, direction="up"),
+            FaultPlan([ServerRestart(start_s=0.8, duration_s=0.4)]), clients=200, seed=9,
+            settle_s=1.5),
+    ]}
+
+
+SCENARIOS: dict[str, Scenario] = _scenarios()
+
+
+def get_scenario(scenario: "str | Scenario") -> Scenario:
+    """A scenario by name (see :data:`SCENARIOS`), or the scenario itself."""
+    if isinstance(scenario, Scenario):
+        return scenario
+    if isinstance(scenario, str) and scenario in SCENARIOS:
+        return SCENARIOS[scenario]
+    raise UnknownNameError("scenario", str(scenario), list(SCENARIOS))
