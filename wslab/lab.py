@@ -237,8 +237,8 @@ def _sample(ctx: _RunContext, proxy: FaultProxy, server: _LabServer,
         "t": round(ctx.now(), 4),
         "connected": proxy.open_clients(),
         "server_connections": len(server_conns),
-        "client_buffer": sum(queued_bytes(c.transport) for c in client_conns),
-        "server_buffer": sum(queued_bytes(c.transport) for c in server_conns),
+        "client_buffer": sum(queued_bytes(getattr(c, "transport", None)) for c in client_conns),
+        "server_buffer": sum(queued_bytes(getattr(c, "transport", None)) for c in server_conns),
         "proxy_buffer": proxy.buffered_bytes(),
         "client_recv_queue": sum(frames(c) for c in client_conns),
         "server_recv_queue": sum(frames(c) for c in server_conns),
@@ -389,8 +389,9 @@ async def _teardown(ctx: _RunContext, server: _LabServer, proxy: FaultProxy,
         await asyncio.wait(client_tasks, timeout=TEARDOWN_GRACE_S)
     for app in apps:
         for conn in list(app._connections):
-            if conn.transport is not None:
-                conn.transport.abort()
+            transport = getattr(conn, "transport", None)
+            if transport is not None:
+                transport.abort()
     await server.stop(1001)
     # Whatever the design started and did not finish: cancel it, then wait.
     # (Tasks the design left running after its client and server stopped.)

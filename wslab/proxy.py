@@ -84,9 +84,10 @@ class _Pipe:
         self.proxy = conn.proxy
         self.dst: asyncio.Transport | None = None
         self.src: asyncio.Transport | None = None
-        self.queue: deque[tuple[float, bytes]] = deque()
+        self.queue: deque[tuple[float, bytes, bool]] = deque()  # (due, chunk, in order)
         self.queued_bytes = 0
-        self.last_due = 0.0
+        self.last_due = 0.0  # of the last chunk kept in order
+        self.in_order_queued = 0
         self.timer: asyncio.TimerHandle | None = None
         self.header_done = False
         self.header = bytearray()
@@ -141,13 +142,15 @@ class _Pipe:
             if bandwidth:
                 rate = min(f.bytes_per_s for f in bandwidth)
                 due = max(due, self.last_due) + len(chunk) / rate
-            if due <= t and not self.queue and self.timer is None:
-                self._write(chunk)
-            else:
-                # TCP keeps order within a direction; so do we (frame delays excepted).
-                if not extra_s:
-                    due = max(due, self.last_due)
-                self._enqueue(due, chunk)
+            in_order = not extra_s  # a FrameFault delay reorders on purpose
+            if in_order:
+                # TCP keeps order within a direction; so do we.
+                if due <= t and not self.in_order_queued:
+                    self._write(chunk)
+                    continue
+                due = max(due, self.last_due)
+                self.last_due = due
+            self._enqueue(due, chunk, in_order)
 
     def _apply_frame_faults(self, frames: list, t: float) -> list[tuple[float, bytes]]:
         faults = self.proxy.plan.active(FrameFault, t, self.direction, self.conn.client_id)
@@ -176,13 +179,13 @@ class _Pipe:
         if self.dst is not None and not self.dst.is_closing():
             self.dst.write(data)
 
-    def _enqueue(self, due: float, chunk: bytes) -> None:
+    def _enqueue(self, due: float, chunk: bytes, in_order: bool) -> None:
+        item = (due, chunk, in_order)
         if self.queue and due < self.queue[-1][0]:
-            items = sorted([*self.queue, (due, chunk)], key=lambda item: item[0])
-            self.queue = deque(items)
+            self.queue = deque(sorted([*self.queue, item], key=lambda entry: entry[0]))
         else:
-            self.queue.append((due, chunk))
-        self.last_due = max(self.last_due, due)
+            self.queue.append(item)
+        self.in_order_queued += in_order
         self.queued_bytes += len(chunk)
         if self.queued_bytes > _QUEUE_HIGH and self.src is not None and not self.src_paused:
             self.src_paused = True
@@ -199,8 +202,9 @@ class _Pipe:
         self.timer = None
         now = self.proxy.now()
         while self.queue and self.queue[0][0] <= now + 0.0005:
-            _, chunk = self.queue.popleft()
+            _, chunk, in_order = self.queue.popleft()
             self.queued_bytes -= len(chunk)
+            self.in_order_queued -= in_order
             self._write(chunk)
         if self.src_paused and self.queued_bytes < _QUEUE_HIGH // 4 and self.src is not None:
             self.src_paused = False
@@ -216,7 +220,7 @@ class _Pipe:
             self.timer.cancel()
             self.timer = None
         self.queue.clear()
-        self.queued_bytes = 0
+        self.queued_bytes = self.in_order_queued = 0
 
 
 class _Side(asyncio.Protocol):

@@ -1,0 +1,206 @@
+"""Each fault of the FaultProxy, observed on real sockets through real websockets."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+from websockets.asyncio.client import connect
+from websockets.asyncio.server import serve
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidMessage
+
+from wslab.faults import (Bandwidth, BlackHole, Cut, FaultPlan, FrameFault, Latency, Refuse)
+from wslab.frames import FrameParser, TextContaining
+from wslab.proxy import FaultProxy
+
+pytestmark = pytest.mark.timeout(30)
+
+
+async def echo(websocket):
+    async for message in websocket:
+        await websocket.send(message)
+
+
+class Setup:
+    """An echo server behind a FaultProxy with ``faults``; ``uri`` for client ``n``."""
+
+    def __init__(self, faults):
+        self.faults = FaultPlan(faults)
+
+    async def __aenter__(self):
+        self.server = await serve(echo, "127.0.0.1", 0, compression=None)
+        port = self.server.sockets[0].getsockname()[1]
+        self.proxy = FaultProxy(upstream_port=port, plan=self.faults, seed=1)
+        await self.proxy.start()
+        return self
+
+    def uri(self, n=0):
+        return f"ws://127.0.0.1:{self.proxy.port}/c/{n}"
+
+    async def __aexit__(self, *exc):
+        await self.proxy.close()
+        self.server.close()
+        await self.server.wait_closed()
+
+
+def run(coro):
+    return asyncio.run(asyncio.wait_for(coro, 25))
+
+
+async def rtt(ws, text="ping"):
+    start = time.perf_counter()
+    await ws.send(text)
+    assert await ws.recv() == text
+    return time.perf_counter() - start
+
+
+def test_no_fault_forwards_and_strips_compression():
+    async def main():
+        async with Setup([]) as s, connect(s.uri(), proxy=None) as ws:
+            assert await rtt(ws) < 0.5
+            # The proxy removed the extension offer: nothing was negotiated.
+            assert ws.protocol.extensions == []
+            assert [e[2] for e in s.proxy.events] == ["accept", "open"]
+            assert s.proxy.events[0][1] == 0  # client id read from /c/0
+    run(main())
+
+
+def test_latency_delays_one_direction():
+    async def main():
+        async with Setup([Latency(delay_s=0.15, direction="up")]) as s:
+            async with connect(s.uri(), proxy=None, open_timeout=5) as ws:
+                assert await rtt(ws) >= 0.14
+    run(main())
+
+
+def test_latency_window_ends():
+    async def main():
+        async with Setup([Latency(start_s=0, duration_s=0.3, delay_s=0.1)]) as s:
+            async with connect(s.uri(), proxy=None) as ws:
+                await asyncio.sleep(0.35 - s.proxy.now())
+                assert await rtt(ws) < 0.1
+    run(main())
+
+
+def test_bandwidth_cap():
+    async def main():
+        async with Setup([Bandwidth(bytes_per_s=100_000, direction="down")]) as s:
+            async with connect(s.uri(), proxy=None) as ws:
+                assert await rtt(ws, "x" * 50_000) >= 0.4
+    run(main())
+
+
+def test_cut_resets_open_connections_and_new_ones():
+    async def main():
+        async with Setup([]) as s:
+            async with connect(s.uri(), proxy=None) as ws:
+                await rtt(ws)
+                assert s.proxy.cut() == 1
+                with pytest.raises(ConnectionClosed):
+                    await asyncio.wait_for(ws.recv(), 2)
+            assert ws.close_code == 1006  # no close frame: a reset, not a close
+            assert "reset" in [e[2] for e in s.proxy.events]
+
+        async with Setup([Cut(start_s=0, duration_s=5)]) as s:
+            with pytest.raises((InvalidHandshake, InvalidMessage, OSError, ConnectionClosed)):
+                await connect(s.uri(), proxy=None, open_timeout=2)
+    run(main())
+
+
+def test_black_hole_keeps_sockets_open_and_loses_bytes():
+    async def main():
+        async with Setup([]) as s:
+            async with connect(s.uri(), proxy=None, ping_interval=None, close_timeout=0.1) as ws:
+                await rtt(ws)
+                s.proxy.black_hole("both")
+                await ws.send("into the void")
+                with pytest.raises(TimeoutError):
+                    await asyncio.wait_for(ws.recv(), 0.5)
+                assert ws.state.name == "OPEN"  # nobody noticed
+            # Keepalive notices: the ping's pong never comes back.
+            async with connect(s.uri(1), proxy=None, ping_interval=0.1, ping_timeout=0.2,
+                               close_timeout=0.1) as ws:
+                await rtt(ws)
+                s.proxy.black_hole("both")
+                start = time.perf_counter()
+                await asyncio.wait_for(ws.wait_closed(), 3)
+                assert time.perf_counter() - start < 1.5
+    run(main())
+
+
+def test_black_hole_window_catches_connections_opened_in_it():
+    async def main():
+        async with Setup([BlackHole(start_s=0, duration_s=5)]) as s:
+            with pytest.raises(TimeoutError):
+                await connect(s.uri(), proxy=None, open_timeout=0.4)
+    run(main())
+
+
+def test_refuse_closes_new_connections_only():
+    async def main():
+        async with Setup([Refuse(start_s=0.3, duration_s=5)]) as s:
+            async with connect(s.uri(), proxy=None) as ws:
+                await asyncio.sleep(0.35 - s.proxy.now())
+                with pytest.raises((InvalidHandshake, InvalidMessage, OSError, ConnectionClosed)):
+                    await connect(s.uri(1), proxy=None, open_timeout=2)
+                assert await rtt(ws) < 0.5  # the open connection still works
+            assert "refused" in [e[2] for e in s.proxy.events]
+    run(main())
+
+
+def test_frame_faults_act_on_matching_frames_only():
+    async def main():
+        drop_acks = FrameFault(direction="down", action="drop", match=TextContaining("ack"))
+        async with Setup([drop_acks]) as s, connect(s.uri(), proxy=None) as ws:
+            for text in ["data 1", "ack 1", "data 2"]:
+                await ws.send(text)
+            assert await ws.recv() == "data 1"
+            assert await ws.recv() == "data 2"
+            assert s.proxy.frames_dropped == 1
+
+        dup = FrameFault(direction="up", action="duplicate", match=TextContaining("twice"))
+        async with Setup([dup]) as s, connect(s.uri(), proxy=None) as ws:
+            await ws.send("twice")
+            await ws.send("once")
+            assert [await ws.recv() for _ in range(3)] == ["twice", "twice", "once"]
+
+        late = FrameFault(direction="up", action="delay", delay_s=0.3, match=TextContaining("late"))
+        async with Setup([late]) as s, connect(s.uri(), proxy=None) as ws:
+            await ws.send("late")
+            await ws.send("early")
+            assert [await ws.recv() for _ in range(2)] == ["early", "late"]
+    run(main())
+
+
+def test_frame_fault_probability_is_seeded():
+    async def drops(seed):
+        fault = FrameFault(direction="up", action="drop", probability=0.5)
+        async with Setup([fault]) as s:
+            s.proxy.rng.seed(seed)
+            async with connect(s.uri(), proxy=None) as ws:
+                for i in range(40):
+                    await ws.send(f"m{i}")
+                await ws.send("end")  # may be dropped too; wait on a timeout instead
+                got = []
+                try:
+                    while True:
+                        got.append(await asyncio.wait_for(ws.recv(), 0.3))
+                except TimeoutError:
+                    pass
+                return [g for g in got if g != "end"]
+
+    first, second = run(drops(7)), run(drops(7))
+    assert first == second
+    assert 5 < len(first) < 35
+
+
+def test_frame_parser_unmasks_and_splits():
+    # A masked client frame "Hi" (RFC 6455 §5.7 example) and an unmasked "Hello" split across feeds.
+    masked = bytes([0x81, 0x82, 0x37, 0xFA, 0x21, 0x3D, 0x7F, 0x93])
+    plain = bytes([0x81, 0x05]) + b"Hello"
+    parser = FrameParser()
+    assert parser.feed(masked[:3]) == []
+    frames = parser.feed(masked[3:] + plain[:4]) + parser.feed(plain[4:])
+    assert [f.text for f in frames] == ["Hi", "Hello"]
+    assert frames[0].raw == masked

@@ -1,0 +1,97 @@
+"""Command line: ``python -m wslab scenarios | run | bench``.
+
+Exit status: 0 on success, 2 for bad usage (an unknown name, a bad number).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from typing import Any
+
+from .errors import ConfigError, RunError
+from .scenarios import SCENARIOS
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    return value
+
+
+def _scenarios(args: argparse.Namespace) -> int:
+    rows = [{"name": s.name, "description": s.description, "clients": s.clients,
+             "seed": s.seed, "planned_s": round(s.planned_s, 2),
+             "faults": [f.describe() for f in s.faults]} for s in SCENARIOS.values()]
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    else:
+        width = max(len(r["name"]) for r in rows)
+        for r in rows:
+            print(f"{r['name']:<{width}}  {r['description']}")
+    return 0
+
+
+def _run(args: argparse.Namespace) -> int:
+    from .lab import run
+
+    options: dict[str, Any] = {}
+    if args.seed is not None:
+        options["seed"] = args.seed
+    if args.clients is not None:
+        options["clients"] = args.clients
+    result = run(args.design, args.scenario, **options)
+    if args.json:
+        summary = result.summary()
+        summary["errors_seen"] = [f"{e.where}: {e.error}" for e in result.errors[:20]]
+        print(json.dumps(_jsonable(summary), indent=2))
+    else:
+        print(result.text())
+        for error in result.errors[:5]:
+            print(f"  at {error.t_s:.3f} s, {error.where}: {error.error}")
+        if len(result.errors) > 5:
+            print(f"  ... and {len(result.errors) - 5} more")
+    return 0
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from .bench import bench, format_bench
+
+    result = bench()
+    print(json.dumps(_jsonable(result), indent=2) if args.json else format_bench(result))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m wslab", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    p = commands.add_parser("scenarios", help="list the standard failure scenarios")
+    p.add_argument("--json", action="store_true", help="one JSON array")
+    p.set_defaults(func=_scenarios)
+    p = commands.add_parser("run", help="run one design under one scenario")
+    p.add_argument("--design", required=True, help="a design name, e.g. naive")
+    p.add_argument("--scenario", required=True, help="a scenario name (see `scenarios`)")
+    p.add_argument("--seed", type=int, help="override the scenario's seed")
+    p.add_argument("--clients", type=int, help="override the number of clients (1-1000)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=_run)
+    p = commands.add_parser("bench", help="proxy overhead and latency accuracy")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=_bench)
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except RunError as exc:
+        print(f"run failed: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,478 @@
+"""Pictures of a run: what happened to every message, and when.
+
+Each function takes a :class:`~wslab.run.Run` and returns a matplotlib
+:class:`~matplotlib.figure.Figure` (it never calls ``plt.show()``; a notebook
+displays the figure returned by the last line of a cell):
+
+- :func:`timeline`: every message by the time it was produced, delivered or
+  lost, with the fault windows and the clients connected below it;
+- :func:`queue_growth`: messages and bytes waiting, over time;
+- :func:`latency`: how long delivered messages took, with p50 / p95 / p99;
+- :func:`compare`: two runs side by side on the same axes.
+
+Time is seconds since the start of the run; fault windows are shaded the same
+way in every picture, one color per kind of fault.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import matplotlib.pyplot as plt
+import numpy as np
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+from matplotlib.ticker import EngFormatter, MaxNLocator
+
+from .faults import Fault
+from .ledger import percentile
+from .run import Run
+
+__all__ = ["compare", "latency", "queue_growth", "timeline"]
+
+# Colors, shared by every picture ----------------------------------------------
+
+DELIVERED = "#2ca02c"
+LOST = "#d62728"
+REJECTED = "#ff7f0e"
+QUEUE = "#1f4e9c"
+BACKLOG = "#8c564b"
+CONNECTED = "#4c72b0"
+LATENCY = "#5b7fa6"
+BUFFERS = (  # sample key, legend label, color
+    ("client_buffer", "client sockets", "#9ecae1"),
+    ("proxy_buffer", "proxy (network)", "#bdbdbd"),
+    ("server_buffer", "server sockets", "#c6a4d6"),
+)
+PERCENTILES = ((50, "-"), (95, "--"), (99, ":"))
+FAULT_COLORS = {
+    "cut": "#7f7f7f",
+    "refuse": "#bcbd22",
+    "black hole": "#393b79",
+    "server restart": "#9467bd",
+    "slow consumer": "#e7ba52",
+    "latency": "#6baed6",
+    "bandwidth": "#8c6d31",
+    "frame fault": "#ce6dbd",
+}
+FAULT_ALPHA = 0.18
+FAULT_GID = "fault-window"  # the gid of every shaded fault window (tests find them by it)
+PANEL_SIZE = (9.0, 3.5)
+TIMELINE_BAND = 0.22  # height of the "clients connected" band, relative to the bars
+QUEUE_BAND = 0.55  # height of the "bytes in buffers" panel, relative to the messages
+LEGEND_FONT = "small"
+
+CompareKind = Literal["timeline", "queue", "latency"]
+
+
+# Shared helpers ---------------------------------------------------------------
+
+
+@dataclass
+class _Drawn:
+    """What a drawer tells its caller: the panel's headline and its extra axes."""
+
+    headline: str
+    span_s: float = 0.0
+
+
+def _new_figure(height: float = PANEL_SIZE[1]) -> tuple[Figure, Axes]:
+    fig, ax = plt.subplots(figsize=(PANEL_SIZE[0], height), layout="constrained")
+    return fig, ax
+
+
+def _with_band(ax: Axes | None, band_ratio: float,
+               height: float) -> tuple[Figure, Axes, Axes]:
+    """The main axes and a band under it sharing its time axis.
+
+    With no ``ax``: a new figure of two rows. With ``ax``: a band inset under
+    it (the caller's layout is left alone).
+    """
+    if ax is None:
+        fig, (ax, band) = plt.subplots(
+            2, 1, sharex=True, figsize=(PANEL_SIZE[0], height), layout="constrained",
+            height_ratios=(1.0, band_ratio))
+    else:
+        fig = _root_figure(ax)
+        band = ax.inset_axes((0.0, -0.08 - band_ratio, 1.0, band_ratio), sharex=ax)
+    _label_band(ax, band)
+    return fig, ax, band
+
+
+def _label_band(ax: Axes, band: Axes) -> None:
+    """Only the band, at the bottom, labels the shared time axis."""
+    ax.tick_params(labelbottom=False)
+    ax.set_xlabel("")
+    band.set_xlabel("time since start (s)")
+
+
+def _root_figure(ax: Axes) -> Figure:
+    fig = ax.get_figure(root=True)
+    assert isinstance(fig, Figure)
+    return fig
+
+
+def _title(run: Run) -> str:
+    return f"{run.design} × {run.scenario}"
+
+
+def _span_s(run: Run) -> float:
+    """The right edge of the time axis: the end of the run, or its last event."""
+    ends = [run.end_s, 0.0]
+    if run.samples:
+        ends.append(run.samples[-1]["t"])
+    ends.extend(r.produced_s for r in run.ledger.records.values())
+    return max(max(ends), 0.1)
+
+
+def _fault_color(fault: Fault) -> str:
+    return FAULT_COLORS.get(fault.kind, "#7f7f7f")
+
+
+def _shade_faults(ax: Axes, run: Run, span_s: float, *, label: bool = True) -> None:
+    """Shade each fault window; a window with no end lasts until the run ends.
+
+    A window of zero length (an instant) is a dotted line. Labelled with the
+    fault's :meth:`~wslab.faults.Fault.describe` for the legend.
+    """
+    end_of_run = run.end_s if run.end_s > 0 else span_s
+    for fault in run.faults:
+        start = fault.start_s
+        stop = end_of_run if fault.end_s is None else fault.end_s
+        text = fault.describe() if label else None
+        if stop > start:
+            artist = ax.axvspan(start, stop, color=_fault_color(fault), alpha=FAULT_ALPHA,
+                                linewidth=0, zorder=0, label=text)
+        else:
+            artist = ax.axvline(start, color=_fault_color(fault), linestyle=":",
+                                linewidth=1.5, zorder=0, label=text)
+        artist.set_gid(FAULT_GID)
+
+
+def _legend(ax: Axes, *more: Axes, **options) -> None:
+    """One legend outside the right edge of ``ax``, each label once."""
+    handles: dict[str, Any] = {}
+    for source in (ax, *more):
+        for handle, text in zip(*source.get_legend_handles_labels()):
+            handles.setdefault(text, handle)
+    # What happened first, then the fault windows.
+    handles = dict(sorted(handles.items(), key=lambda item: getattr(item[1], "get_gid", lambda: None)() == FAULT_GID))
+    if handles:
+        options.setdefault("loc", "upper left")
+        options.setdefault("bbox_to_anchor", (1.01, 1.0))
+        ax.legend(list(handles.values()), list(handles), fontsize=LEGEND_FONT,
+                  frameon=False, borderaxespad=0.0, **options)
+
+
+def _say(ax: Axes, text: str) -> None:
+    """Write ``text`` in the middle of an axes that has nothing to show."""
+    ax.text(0.5, 0.5, text, transform=ax.transAxes, ha="center", va="center",
+            color="0.4", fontsize="medium")
+
+
+def _fmt_ms(value_ms: float) -> str:
+    return f"{value_ms:.3g} ms" if value_ms < 1000 else f"{value_ms / 1000:.3g} s"
+
+
+def _fmt_bytes(n: float) -> str:
+    return EngFormatter(unit="B", places=0)(n) if n else "0 B"
+
+
+def _samples(run: Run, key: str) -> tuple[list[float], list[float]]:
+    return [s["t"] for s in run.samples], [s.get(key, 0) for s in run.samples]
+
+
+def _extend(times: Sequence[float], values: Sequence[float],
+            end_s: float) -> tuple[list[float], list[float]]:
+    """A step series held at its last value until ``end_s``."""
+    times, values = list(times), list(values)
+    if times and values and times[-1] < end_s:
+        times.append(end_s)
+        values.append(values[-1])
+    return times, values
+
+
+# Timeline ---------------------------------------------------------------------
+
+
+def _buckets(run: Run, bucket_s: float, span_s: float) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Bucket edges and, per fate, the messages produced in each bucket."""
+    n = max(1, math.ceil(round(span_s / bucket_s, 6)))
+    counts = {fate: np.zeros(n, dtype=int) for fate in ("delivered", "lost", "rejected")}
+    for record in run.ledger.records.values():
+        i = min(n - 1, max(0, math.floor(round(record.produced_s / bucket_s, 6))))
+        if record.deliveries:
+            counts["delivered"][i] += 1
+        elif record.rejected_s is not None:
+            counts["rejected"][i] += 1
+        else:
+            counts["lost"][i] += 1
+    return np.arange(n + 1) * bucket_s, counts
+
+
+def _lost_headline(run: Run) -> str:
+    s = run.ledger.summary()
+    if not s["sent"]:
+        return "no message produced"
+    text = f"{s['lost']} of {s['sent']} messages lost"
+    if s["rejected"]:
+        text += f", {s['rejected']} refused"
+    if s["duplicated"]:
+        text += f", {s['duplicated']} duplicated"
+    return text
+
+
+def _draw_timeline(run: Run, ax: Axes, band: Axes, bucket_s: float) -> _Drawn:
+    span = _span_s(run)
+    edges, counts = _buckets(run, bucket_s, span)
+    edge = {"edgecolor": "white", "linewidth": 0.4} if len(edges) <= 120 else {"linewidth": 0}
+    bottom = np.zeros(len(edges) - 1, dtype=int)
+    for fate, color, text in (("delivered", DELIVERED, "delivered"),
+                              ("lost", LOST, "lost (never delivered)"),
+                              ("rejected", REJECTED, "refused explicitly")):
+        if fate == "rejected" and not counts[fate].any():
+            continue
+        ax.bar(edges[:-1], counts[fate], width=bucket_s, bottom=bottom, align="edge",
+               color=color, label=text, gid=f"timeline-{fate}", **edge)
+        bottom = bottom + counts[fate]
+    _shade_faults(ax, run, span)
+    ax.set_xlim(0, span)
+    ax.set_ylabel(f"messages produced\nper {bucket_s * 1000:g} ms")
+    ax.yaxis.set_major_locator(MaxNLocator(nbins=5, integer=True))
+    if not run.ledger.records:
+        _say(ax, "no message produced")
+
+    times, connected = _extend(*_samples(run, "connected"), span)
+    if times:
+        band.fill_between(times, connected, step="post", color=CONNECTED, alpha=0.35, linewidth=0)
+        band.plot(times, connected, drawstyle="steps-post", color=CONNECTED, linewidth=1)
+    else:
+        _say(band, "no samples recorded")
+    _shade_faults(band, run, span, label=False)
+    top = max([run.clients, *connected]) if times else run.clients
+    band.set_ylim(0, max(top, 1) * 1.15)
+    band.set_yticks([0, top])
+    band.set_ylabel(f"clients\nconnected\n(of {run.clients})", rotation=0, ha="right",
+                    va="center", fontsize=LEGEND_FONT)
+    return _Drawn(_lost_headline(run), span)
+
+
+def timeline(run: Run, *, bucket_s: float = 0.1, ax: Axes | None = None) -> Figure:
+    """What happened to every message, by the time it was produced.
+
+    Introduced in notebooks/00_start_here.ipynb.
+
+    Each bar counts the messages the applications produced during one bucket
+    of ``bucket_s`` seconds: green for those delivered (at least once), red for
+    those never delivered (lost), orange for those the design refused
+    explicitly. Shaded windows are the faults of the run (a fault with no end
+    lasts until the run ends). The band underneath shows how many clients
+    were connected through the proxy at each moment. The bars add up to
+    ``run.summary()["sent"]`` and the red ones to ``run.summary()["lost"]``.
+
+    ``ax``: draw into this axes (the band goes underneath it) instead of a
+    new figure. Returns the figure.
+    """
+    if not bucket_s > 0:
+        raise ValueError(f"bucket_s must be seconds > 0, got {bucket_s!r}")
+    fig, ax, band = _with_band(ax, TIMELINE_BAND, PANEL_SIZE[1] + 0.7)
+    drawn = _draw_timeline(run, ax, band, bucket_s)
+    ax.set_title(f"{_title(run)}: {drawn.headline}")
+    _legend(ax)
+    return fig
+
+
+# Queue growth -----------------------------------------------------------------
+
+
+def _queue_headline(run: Run) -> str:
+    s = run.summary()
+    return (f"peak {s['peak_queue']} messages waiting, "
+            f"{_fmt_bytes(s['peak_buffered_bytes'])} buffered")
+
+
+def _draw_queue(run: Run, ax: Axes, band: Axes) -> _Drawn:
+    span = _span_s(run)
+    times, depth = _extend(*run.ledger.queue_series(), span)
+    ax.plot(times, depth, drawstyle="steps-post", color=QUEUE, linewidth=1.8,
+            label="accepted by the design,\nnot yet delivered", gid="queue-depth")
+    if run.samples:
+        times, backlog = _extend(*_samples(run, "producer_backlog"), span)
+        ax.plot(times, backlog, drawstyle="steps-post", color=BACKLOG, linewidth=1.5,
+                linestyle="--", label="produced, not yet taken\nby the design",
+                gid="producer-backlog")
+    _shade_faults(ax, run, span)
+    ax.set_xlim(0, span)
+    ax.set_ylim(bottom=0)
+    ax.set_ylabel("messages waiting")
+    ax.yaxis.set_major_locator(MaxNLocator(nbins=5, integer=True))
+
+    if run.samples:
+        times = [s["t"] for s in run.samples]
+        below = np.zeros(len(times))
+        for key, text, color in BUFFERS:
+            above = below + np.array([s.get(key, 0) for s in run.samples], dtype=float)
+            band.fill_between(times, below, above, step="post", color=color, linewidth=0,
+                              label=text)
+            below = above
+        band.set_ylim(0, max(below.max(), 1) * 1.1)
+    else:
+        _say(band, "no samples recorded")
+    _shade_faults(band, run, span, label=False)
+    band.set_ylabel("bytes in\nbuffers")
+    band.yaxis.set_major_formatter(EngFormatter(unit="B", places=0))
+    band.yaxis.set_major_locator(MaxNLocator(nbins=3))
+    return _Drawn(_queue_headline(run), span)
+
+
+def queue_growth(run: Run, *, ax: Axes | None = None) -> Figure:
+    """What is waiting in the system, over time.
+
+    Introduced in notebooks/01_happy_path.ipynb.
+
+    Top: the messages the design accepted and has not delivered yet (in its
+    queues, its buffers, the network; from the ledger, a step at every
+    acceptance and first delivery), and the messages the applications
+    produced that the design has not taken yet (sampled). A line that keeps
+    climbing is a queue without a bound; one that stays up at the end holds
+    messages that will never arrive. Bottom: the bytes waiting in the
+    clients' sockets, the proxy (the network) and the server's sockets,
+    stacked (sampled every 50 ms). Shaded windows are the faults of the run.
+
+    ``ax``: draw into this axes (the bytes go underneath it). Returns the figure.
+    """
+    fig, ax, band = _with_band(ax, QUEUE_BAND, PANEL_SIZE[1] + 1.5)
+    drawn = _draw_queue(run, ax, band)
+    ax.set_title(f"{_title(run)}: {drawn.headline}")
+    _legend(ax)
+    _legend(band)
+    return fig
+
+
+# Latency ----------------------------------------------------------------------
+
+
+def _latencies_ms(run: Run) -> list[float]:
+    return [t * 1000 for t in run.ledger.latencies_s()]
+
+
+def _latency_bins(*samples_ms: Sequence[float]) -> tuple[np.ndarray, bool]:
+    """Bin edges for all these latencies, and whether to use a log scale.
+
+    Latencies spanning more than two orders of magnitude (a sub-millisecond
+    happy path and a reconnection of seconds) get logarithmic bins.
+    """
+    values = [v for sample in samples_ms for v in sample]
+    low, high = max(min(values), 1e-3), max(max(values), 1e-3)
+    if high / low > 100:
+        return np.geomspace(low, high * 1.0001, 41), True
+    high = max(high, low + 1e-3)
+    return np.linspace(min(0.0, min(values)), high * 1.02, 41), False
+
+
+def _latency_headline(run: Run) -> str:
+    lat = _latencies_ms(run)
+    if not lat:
+        return "no message delivered"
+    return f"{len(lat)} delivered, p99 {_fmt_ms(percentile(lat, 99))}"
+
+
+def _draw_latency(run: Run, ax: Axes, bins: np.ndarray | None = None,
+                  log: bool = False) -> _Drawn:
+    lat = _latencies_ms(run)
+    ax.set_xlabel("first-delivery latency (ms)" + (", log scale" if log else ""))
+    ax.set_ylabel("messages")
+    if not lat:
+        _say(ax, "no message delivered")
+        ax.set_yticks([])
+        return _Drawn("no message delivered")
+    if bins is None:
+        bins, log = _latency_bins(lat)
+    if log:
+        ax.set_xscale("log")
+        lat = [max(v, bins[0]) for v in lat]
+    ax.hist(lat, bins=bins, color=LATENCY, alpha=0.85, label="messages", gid="latency-hist")
+    for q, style in PERCENTILES:
+        value = percentile(lat, q)
+        ax.axvline(value, color="black", linestyle=style, linewidth=1.3,
+                   label=f"p{q} = {_fmt_ms(value)}", gid=f"p{q}")
+    ax.yaxis.set_major_locator(MaxNLocator(nbins=5, integer=True))
+    return _Drawn(_latency_headline(run))
+
+
+def latency(run: Run, *, ax: Axes | None = None) -> Figure:
+    """How long delivered messages took to arrive, the first time.
+
+    Introduced in notebooks/01_happy_path.ipynb.
+
+    A histogram of first-delivery latency (from production by the sending
+    application to the first delivery to the receiving one), in
+    milliseconds, with the median (p50), p95 and p99 as vertical lines: 99 %
+    of the delivered messages arrived left of the p99 line. Lost messages
+    have no latency and are not in the picture (see :func:`timeline`). When
+    latencies span more than two orders of magnitude the time axis is
+    logarithmic. A run with no delivery shows "no message delivered".
+
+    ``ax``: draw into this axes instead of a new figure. Returns the figure.
+    """
+    fig, ax = _new_figure() if ax is None else (_root_figure(ax), ax)
+    drawn = _draw_latency(run, ax)
+    ax.set_title(f"{_title(run)}: {drawn.headline}")
+    _legend(ax)
+    return fig
+
+
+# Compare ----------------------------------------------------------------------
+
+
+def compare(before: Run, after: Run, *, kind: CompareKind = "timeline") -> Figure:
+    """Two runs side by side, on the same axes, to see what a change did.
+
+    Introduced in notebooks/01_happy_path.ipynb.
+
+    ``kind`` picks the picture: ``"timeline"`` (see :func:`timeline`),
+    ``"queue"`` (see :func:`queue_growth`) or ``"latency"`` (see
+    :func:`latency`). Both panels share their x and y axes, so the same
+    height means the same number; each panel is titled with its design and
+    its headline number (messages lost, peak queue, p99 latency).
+    Returns the figure.
+    """
+    if kind not in ("timeline", "queue", "latency"):
+        raise ValueError(f"kind must be 'timeline', 'queue' or 'latency', got {kind!r}")
+    runs = (before, after)
+    size = (2 * PANEL_SIZE[0] - 2.5, PANEL_SIZE[1])
+    if kind == "latency":
+        fig, axes = plt.subplots(1, 2, sharex=True, sharey=True, figsize=size,
+                                 layout="constrained")
+        samples = [s for s in map(_latencies_ms, runs) if s]
+        bins, log = _latency_bins(*samples) if samples else (None, False)
+        drawn = [_draw_latency(run, ax, bins, log) for run, ax in zip(runs, axes)]
+        bands = []
+    else:
+        ratio = TIMELINE_BAND if kind == "timeline" else QUEUE_BAND
+        fig, grid = plt.subplots(2, 2, sharex=True, sharey="row", layout="constrained",
+                                 figsize=(size[0], size[1] + (0.7 if kind == "timeline" else 1.5)),
+                                 height_ratios=(1.0, ratio))
+        axes, bands = list(grid[0]), list(grid[1])
+        for ax, band in zip(axes, bands):
+            _label_band(ax, band)
+        if kind == "timeline":
+            drawn = [_draw_timeline(run, ax, band, 0.1)
+                     for run, ax, band in zip(runs, axes, bands)]
+        else:
+            drawn = [_draw_queue(run, ax, band) for run, ax, band in zip(runs, axes, bands)]
+        axes[0].set_xlim(0, max(d.span_s for d in drawn))
+        bands[0].set_ylim(0, max(band.dataLim.y1 for band in bands) * 1.15 or 1)
+        bands[1].set_ylabel("")
+    axes[0].set_ylim(bottom=0)
+    for run, ax, d in zip(runs, axes, drawn):
+        ax.set_title(f"{run.design}: {d.headline}", fontsize="medium")
+    scenarios = " / ".join(dict.fromkeys(run.scenario for run in runs))
+    fig.suptitle(f"{scenarios}: {before.design} vs {after.design}")
+    _legend(axes[1], axes[0])
+    if kind == "queue":
+        _legend(bands[1], bands[0])
+    return fig
