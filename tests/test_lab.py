@@ -211,7 +211,7 @@ def test_a_hundred_runs_leave_no_task_socket_or_fd_behind():
 
 def test_a_thousand_clients():
     run = wslab.run("naive", workload=Workload(count=2, rate_per_s=10), faults=[],
-                    clients=1000, settle_s=3, time_limit_s=60)
+                    clients=1000, settle_s=15, time_limit_s=60)
     s = run.summary()
     assert s["sent"] == 2000
     assert s["lost"] == 0, run.errors[:3]

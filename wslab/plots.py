@@ -253,6 +253,11 @@ def _draw_timeline(run: Run, ax: Axes, band: Axes, bucket_s: float) -> _Drawn:
         _say(band, "no samples recorded")
     _shade_faults(band, run, span, label=False)
     top = max([run.clients, *connected]) if times else run.clients
+    peak = max(connected, default=0)
+    if times and peak < run.clients:
+        band.text(0.995, 0.93, f"at most {peak} of {run.clients} connected at once",
+                  transform=band.transAxes, ha="right", va="top", fontsize="x-small",
+                  color="0.3")
     band.set_ylim(0, max(top, 1) * 1.15)
     band.set_yticks([0, top])
     band.set_ylabel(f"clients\nconnected\n(of {run.clients})", rotation=0, ha="right",
@@ -318,13 +323,13 @@ def _draw_queue(run: Run, ax: Axes, band: Axes) -> _Drawn:
             band.fill_between(times, below, above, step="post", color=color, linewidth=0,
                               label=text)
             below = above
-        band.set_ylim(0, max(below.max(), 1) * 1.1)
+        band.set_ylim(0, max(below.max(), 10) * 1.1)
     else:
         _say(band, "no samples recorded")
     _shade_faults(band, run, span, label=False)
     band.set_ylabel("bytes in\nbuffers")
     band.yaxis.set_major_formatter(EngFormatter(unit="B", places=0))
-    band.yaxis.set_major_locator(MaxNLocator(nbins=3))
+    band.yaxis.set_major_locator(MaxNLocator(nbins=3, integer=True))
     return _Drawn(_queue_headline(run), span)
 
 
@@ -387,10 +392,10 @@ def _draw_latency(run: Run, ax: Axes, bins: np.ndarray | None = None,
     ax.set_ylabel("messages")
     if not lat:
         _say(ax, "no message delivered")
-        ax.set_yticks([])
         return _Drawn("no message delivered")
     if bins is None:
         bins, log = _latency_bins(lat)
+        ax.set_xlabel("first-delivery latency (ms)" + (", log scale" if log else ""))
     if log:
         ax.set_xscale("log")
         lat = [max(v, bins[0]) for v in lat]
@@ -420,6 +425,9 @@ def latency(run: Run, *, ax: Axes | None = None) -> Figure:
     """
     fig, ax = _new_figure() if ax is None else (_root_figure(ax), ax)
     drawn = _draw_latency(run, ax)
+    if not run.ledger.latencies_s():
+        ax.set_xticks([])
+        ax.set_yticks([])
     ax.set_title(f"{_title(run)}: {drawn.headline}")
     _legend(ax)
     return fig
@@ -465,9 +473,17 @@ def compare(before: Run, after: Run, *, kind: CompareKind = "timeline") -> Figur
         else:
             drawn = [_draw_queue(run, ax, band) for run, ax, band in zip(runs, axes, bands)]
         axes[0].set_xlim(0, max(d.span_s for d in drawn))
-        bands[0].set_ylim(0, max(band.dataLim.y1 for band in bands) * 1.15 or 1)
         bands[1].set_ylabel("")
+        if kind == "timeline":  # both runs' client counts on the shared scale
+            top = max(max(run.clients for run in runs), max(b.dataLim.y1 for b in bands))
+            bands[0].set_ylim(0, top * 1.15)
+            bands[0].set_yticks(sorted({0, *(run.clients for run in runs)}))
+            bands[0].set_ylabel("clients\nconnected", rotation=0, ha="right", va="center",
+                                fontsize=LEGEND_FONT)
+        else:
+            bands[0].set_ylim(0, max(max(b.dataLim.y1 for b in bands), 10) * 1.1)
     axes[0].set_ylim(bottom=0)
+    axes[1].set_ylabel("")
     for run, ax, d in zip(runs, axes, drawn):
         ax.set_title(f"{run.design}: {d.headline}", fontsize="medium")
     scenarios = " / ".join(dict.fromkeys(run.scenario for run in runs))
