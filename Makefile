@@ -19,7 +19,7 @@ lab: $(STAMP)
 ## Every test: the package's tests, then nbval over every notebook.
 test: $(STAMP)
 	$(BIN)/python -m pytest -p no:cacheprovider tests
-	$(BIN)/python -m pytest -p no:cacheprovider --nbval-lax --nbval-sanitize-with notebooks/sanitize.cfg notebooks
+	$(BIN)/python -m pytest -p no:cacheprovider --nbval-lax --nbval-cell-timeout=120 --nbval-sanitize-with notebooks/sanitize.cfg notebooks
 
 bench: $(STAMP)
 	$(BIN)/python -m wslab bench

@@ -31,3 +31,14 @@ __all__ = [
     "SCENARIOS", "Scenario", "ServerApp", "ServerRestart", "SlowConsumer", "TextContaining",
     "UnknownNameError", "Workload", "WslabError", "arun", "get_design", "get_scenario", "run",
 ]
+
+_LAZY = {"plots", "widgets", "exercises", "prompts", "bench", "contract", "designs"}
+
+
+def __getattr__(name: str):
+    # Heavy modules (matplotlib, ipywidgets) load on first use: `wslab.plots.timeline(...)`.
+    if name in _LAZY:
+        import importlib
+
+        return importlib.import_module(f"{__name__}.{name}")
+    raise AttributeError(f"module 'wslab' has no attribute {name!r}")

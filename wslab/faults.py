@@ -170,6 +170,9 @@ class SlowConsumer(Fault):
         _check(self.side in ("server", "client"), f"SlowConsumer.side must be 'server' or 'client', got {self.side!r}")
         _check(self.delay_s >= 0, f"SlowConsumer.delay_s must be >= 0, got {self.delay_s!r}")
 
+    def describe(self) -> str:
+        return f"slow {self.side} ({self.delay_s * 1000:g} ms each)" + super().describe().removeprefix("slow consumer")
+
 
 @dataclass(frozen=True, kw_only=True)
 class FrameFault(Fault):

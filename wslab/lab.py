@@ -38,7 +38,7 @@ from .designs import get_design
 from .errors import ConfigError, DesignHangError, RunTimeoutError
 from .faults import BlackHole, Cut, FaultPlan, ServerRestart, SlowConsumer
 from .ledger import Ledger
-from .proxy import HOST, FaultProxy, queued_bytes
+from .proxy import BACKLOG, HOST, FaultProxy, queued_bytes
 from .run import DesignFailure, Run
 from .scenarios import Scenario, get_scenario
 from .workload import Workload, make_message
@@ -145,7 +145,7 @@ class _LabServer:
 
     async def start(self) -> int:
         self.state = {}
-        options = {"logger": _design_logger, **self.design.serve_options}
+        options = {"logger": _design_logger, "backlog": BACKLOG, **self.design.serve_options}
         try:
             self.server = await serve(self._handle, HOST, self.port, **options)
         except TypeError as exc:

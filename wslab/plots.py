@@ -61,9 +61,13 @@ FAULT_COLORS = {
 FAULT_ALPHA = 0.18
 FAULT_GID = "fault-window"  # the gid of every shaded fault window (tests find them by it)
 PANEL_SIZE = (9.0, 3.5)
+BUCKET_S = 0.1  # the timeline's default bucket
 TIMELINE_BAND = 0.22  # height of the "clients connected" band, relative to the bars
 QUEUE_BAND = 0.55  # height of the "bytes in buffers" panel, relative to the messages
+TIMELINE_HEIGHT = PANEL_SIZE[1] + 0.7  # inches, with the band
+QUEUE_HEIGHT = PANEL_SIZE[1] + 1.5
 LEGEND_FONT = "small"
+QUEUE_BUCKET_S = 0.05  # the queue line shows its peak per bucket of this width
 
 CompareKind = Literal["timeline", "queue", "latency"]
 
@@ -73,7 +77,7 @@ CompareKind = Literal["timeline", "queue", "latency"]
 
 @dataclass
 class _Drawn:
-    """What a drawer tells its caller: the panel's headline and its extra axes."""
+    """What a drawer tells its caller: the panel's headline and its time span."""
 
     headline: str
     span_s: float = 0.0
@@ -88,13 +92,19 @@ def _with_band(ax: Axes | None, band_ratio: float,
                height: float) -> tuple[Figure, Axes, Axes]:
     """The main axes and a band under it sharing its time axis.
 
-    With no ``ax``: a new figure of two rows. With ``ax``: a band inset under
-    it (the caller's layout is left alone).
+    With no ``ax``: a new figure of two rows. With ``ax`` from a grid
+    (``plt.subplots``): its cell is split in two, ``ax`` on top. With any
+    other ``ax``: the band is an inset under it.
     """
     if ax is None:
         fig, (ax, band) = plt.subplots(
             2, 1, sharex=True, figsize=(PANEL_SIZE[0], height), layout="constrained",
             height_ratios=(1.0, band_ratio))
+    elif (spec := ax.get_subplotspec()) is not None:
+        fig = _root_figure(ax)
+        top, bottom = spec.subgridspec(2, 1, height_ratios=(1.0, band_ratio), hspace=0.08)
+        ax.set_subplotspec(top)
+        band = ax.get_figure(root=False).add_subplot(bottom, sharex=ax)
     else:
         fig = _root_figure(ax)
         band = ax.inset_axes((0.0, -0.08 - band_ratio, 1.0, band_ratio), sharex=ax)
@@ -141,6 +151,8 @@ def _shade_faults(ax: Axes, run: Run, span_s: float, *, label: bool = True) -> N
     end_of_run = run.end_s if run.end_s > 0 else span_s
     for fault in run.faults:
         start = fault.start_s
+        if start > span_s:  # planned after the run ended: it never happened
+            continue
         stop = end_of_run if fault.end_s is None else fault.end_s
         text = fault.describe() if label else None
         if stop > start:
@@ -152,19 +164,24 @@ def _shade_faults(ax: Axes, run: Run, span_s: float, *, label: bool = True) -> N
         artist.set_gid(FAULT_GID)
 
 
-def _legend(ax: Axes, *more: Axes, **options) -> None:
-    """One legend outside the right edge of ``ax``, each label once."""
+def _is_fault(handle: Any) -> bool:
+    return getattr(handle, "get_gid", lambda: None)() == FAULT_GID
+
+
+def _legend(ax: Axes, *more: Axes) -> None:
+    """One legend outside the right edge of ``ax`` (labels of ``more`` too), each label once.
+
+    What happened comes first, then the fault windows.
+    """
     handles: dict[str, Any] = {}
     for source in (ax, *more):
         for handle, text in zip(*source.get_legend_handles_labels()):
             handles.setdefault(text, handle)
-    # What happened first, then the fault windows.
-    handles = dict(sorted(handles.items(), key=lambda item: getattr(item[1], "get_gid", lambda: None)() == FAULT_GID))
     if handles:
-        options.setdefault("loc", "upper left")
-        options.setdefault("bbox_to_anchor", (1.01, 1.0))
-        ax.legend(list(handles.values()), list(handles), fontsize=LEGEND_FONT,
-                  frameon=False, borderaxespad=0.0, **options)
+        ordered = sorted(handles.items(), key=lambda item: _is_fault(item[1]))
+        ax.legend([h for _, h in ordered], [t for t, _ in ordered], loc="upper left",
+                  bbox_to_anchor=(1.01, 1.0), fontsize=LEGEND_FONT, frameon=False,
+                  borderaxespad=0.0)
 
 
 def _say(ax: Axes, text: str) -> None:
@@ -265,7 +282,7 @@ def _draw_timeline(run: Run, ax: Axes, band: Axes, bucket_s: float) -> _Drawn:
     return _Drawn(_lost_headline(run), span)
 
 
-def timeline(run: Run, *, bucket_s: float = 0.1, ax: Axes | None = None) -> Figure:
+def timeline(run: Run, *, bucket_s: float = BUCKET_S, ax: Axes | None = None) -> Figure:
     """What happened to every message, by the time it was produced.
 
     Introduced in notebooks/00_start_here.ipynb.
@@ -283,7 +300,7 @@ def timeline(run: Run, *, bucket_s: float = 0.1, ax: Axes | None = None) -> Figu
     """
     if not bucket_s > 0:
         raise ValueError(f"bucket_s must be seconds > 0, got {bucket_s!r}")
-    fig, ax, band = _with_band(ax, TIMELINE_BAND, PANEL_SIZE[1] + 0.7)
+    fig, ax, band = _with_band(ax, TIMELINE_BAND, TIMELINE_HEIGHT)
     drawn = _draw_timeline(run, ax, band, bucket_s)
     ax.set_title(f"{_title(run)}: {drawn.headline}")
     _legend(ax)
@@ -301,9 +318,10 @@ def _queue_headline(run: Run) -> str:
 
 def _draw_queue(run: Run, ax: Axes, band: Axes) -> _Drawn:
     span = _span_s(run)
-    times, depth = _extend(*run.ledger.queue_series(), span)
+    times, depth = _peak_per_bucket(*run.ledger.queue_series(), span)
     ax.plot(times, depth, drawstyle="steps-post", color=QUEUE, linewidth=1.8,
-            label="accepted by the design,\nnot yet delivered", gid="queue-depth")
+            label=f"accepted by the design,\nnot yet delivered\n(peak per {QUEUE_BUCKET_S * 1000:.0f} ms)",
+            gid="queue-depth")
     if run.samples:
         times, backlog = _extend(*_samples(run, "producer_backlog"), span)
         ax.plot(times, backlog, drawstyle="steps-post", color=BACKLOG, linewidth=1.5,
@@ -316,10 +334,11 @@ def _draw_queue(run: Run, ax: Axes, band: Axes) -> _Drawn:
     ax.yaxis.set_major_locator(MaxNLocator(nbins=5, integer=True))
 
     if run.samples:
-        times = [s["t"] for s in run.samples]
+        times = _extend(*_samples(run, "t"), span)[0]
+        levels = np.cumsum([_extend(*_samples(run, key), span)[1] for key, _, _ in BUFFERS],
+                           axis=0, dtype=float)
         below = np.zeros(len(times))
-        for key, text, color in BUFFERS:
-            above = below + np.array([s.get(key, 0) for s in run.samples], dtype=float)
+        for (_, text, color), above in zip(BUFFERS, levels):
             band.fill_between(times, below, above, step="post", color=color, linewidth=0,
                               label=text)
             below = above
@@ -331,6 +350,23 @@ def _draw_queue(run: Run, ax: Axes, band: Axes) -> _Drawn:
     band.yaxis.set_major_formatter(EngFormatter(unit="B", places=0))
     band.yaxis.set_major_locator(MaxNLocator(nbins=3, integer=True))
     return _Drawn(_queue_headline(run), span)
+
+
+def _peak_per_bucket(times: Sequence[float], depth: Sequence[float],
+                     span_s: float) -> tuple[np.ndarray, np.ndarray]:
+    """A step series reduced to its maximum in each ``QUEUE_BUCKET_S`` bucket.
+
+    A queue that fills and drains within a millisecond would otherwise draw
+    as a solid block; the peak per bucket keeps what matters, the height.
+    """
+    t = np.asarray(times, dtype=float)
+    d = np.asarray(depth, dtype=float)
+    edges = np.arange(0.0, max(span_s, QUEUE_BUCKET_S) + QUEUE_BUCKET_S, QUEUE_BUCKET_S)
+    at_edges = d[np.clip(np.searchsorted(t, edges[:-1], side="right") - 1, 0, len(d) - 1)]
+    peaks = at_edges.copy()
+    inside = np.clip((t // QUEUE_BUCKET_S).astype(int), 0, len(peaks) - 1)
+    np.maximum.at(peaks, inside, d)
+    return edges, np.append(peaks, peaks[-1])
 
 
 def queue_growth(run: Run, *, ax: Axes | None = None) -> Figure:
@@ -349,7 +385,7 @@ def queue_growth(run: Run, *, ax: Axes | None = None) -> Figure:
 
     ``ax``: draw into this axes (the bytes go underneath it). Returns the figure.
     """
-    fig, ax, band = _with_band(ax, QUEUE_BAND, PANEL_SIZE[1] + 1.5)
+    fig, ax, band = _with_band(ax, QUEUE_BAND, QUEUE_HEIGHT)
     drawn = _draw_queue(run, ax, band)
     ax.set_title(f"{_title(run)}: {drawn.headline}")
     _legend(ax)
@@ -378,34 +414,33 @@ def _latency_bins(*samples_ms: Sequence[float]) -> tuple[np.ndarray, bool]:
     return np.linspace(min(0.0, min(values)), high * 1.02, 41), False
 
 
-def _latency_headline(run: Run) -> str:
+def _draw_latency(run: Run, ax: Axes, bins: np.ndarray | None = None, log: bool = False,
+                  *, values_in_legend: bool = True) -> _Drawn:
+    """The histogram; with ``values_in_legend=False`` the percentiles go in the headline."""
     lat = _latencies_ms(run)
-    if not lat:
-        return "no message delivered"
-    return f"{len(lat)} delivered, p99 {_fmt_ms(percentile(lat, 99))}"
-
-
-def _draw_latency(run: Run, ax: Axes, bins: np.ndarray | None = None,
-                  log: bool = False) -> _Drawn:
-    lat = _latencies_ms(run)
-    ax.set_xlabel("first-delivery latency (ms)" + (", log scale" if log else ""))
     ax.set_ylabel("messages")
     if not lat:
+        ax.set_xlabel("first-delivery latency (ms)")
         _say(ax, "no message delivered")
         return _Drawn("no message delivered")
     if bins is None:
         bins, log = _latency_bins(lat)
-        ax.set_xlabel("first-delivery latency (ms)" + (", log scale" if log else ""))
+    ax.set_xlabel("first-delivery latency (ms)" + (", log scale" if log else ""))
     if log:
         ax.set_xscale("log")
-        lat = [max(v, bins[0]) for v in lat]
-    ax.hist(lat, bins=bins, color=LATENCY, alpha=0.85, label="messages", gid="latency-hist")
+    shown = [max(v, bins[0]) for v in lat] if log else lat  # a log axis has no 0
+    ax.hist(shown, bins=bins, color=LATENCY, alpha=0.85, label="messages", gid="latency-hist")
+    marks = []
     for q, style in PERCENTILES:
         value = percentile(lat, q)
+        marks.append(f"p{q} {_fmt_ms(value)}")
         ax.axvline(value, color="black", linestyle=style, linewidth=1.3,
-                   label=f"p{q} = {_fmt_ms(value)}", gid=f"p{q}")
+                   label=f"p{q} = {_fmt_ms(value)}" if values_in_legend else f"p{q}",
+                   gid=f"p{q}")
     ax.yaxis.set_major_locator(MaxNLocator(nbins=5, integer=True))
-    return _Drawn(_latency_headline(run))
+    if values_in_legend:
+        return _Drawn(f"{len(lat)} delivered, p99 {_fmt_ms(percentile(lat, 99))}")
+    return _Drawn(f"{len(lat)} delivered, " + ", ".join(marks))
 
 
 def latency(run: Run, *, ax: Axes | None = None) -> Figure:
@@ -436,7 +471,8 @@ def latency(run: Run, *, ax: Axes | None = None) -> Figure:
 # Compare ----------------------------------------------------------------------
 
 
-def compare(before: Run, after: Run, *, kind: CompareKind = "timeline") -> Figure:
+def compare(before: Run, after: Run, *, kind: CompareKind = "timeline",
+            labels: tuple[str, str] | None = None) -> Figure:
     """Two runs side by side, on the same axes, to see what a change did.
 
     Introduced in notebooks/01_happy_path.ipynb.
@@ -445,8 +481,8 @@ def compare(before: Run, after: Run, *, kind: CompareKind = "timeline") -> Figur
     ``"queue"`` (see :func:`queue_growth`) or ``"latency"`` (see
     :func:`latency`). Both panels share their x and y axes, so the same
     height means the same number; each panel is titled with its design and
-    its headline number (messages lost, peak queue, p99 latency).
-    Returns the figure.
+    its headline number (messages lost, peak queue, latency percentiles),
+    after ``labels`` when given (default: the design names). Returns the figure.
     """
     if kind not in ("timeline", "queue", "latency"):
         raise ValueError(f"kind must be 'timeline', 'queue' or 'latency', got {kind!r}")
@@ -457,18 +493,19 @@ def compare(before: Run, after: Run, *, kind: CompareKind = "timeline") -> Figur
                                  layout="constrained")
         samples = [s for s in map(_latencies_ms, runs) if s]
         bins, log = _latency_bins(*samples) if samples else (None, False)
-        drawn = [_draw_latency(run, ax, bins, log) for run, ax in zip(runs, axes)]
+        drawn = [_draw_latency(run, ax, bins, log, values_in_legend=False)
+                 for run, ax in zip(runs, axes)]
         bands = []
     else:
         ratio = TIMELINE_BAND if kind == "timeline" else QUEUE_BAND
+        height = TIMELINE_HEIGHT if kind == "timeline" else QUEUE_HEIGHT
         fig, grid = plt.subplots(2, 2, sharex=True, sharey="row", layout="constrained",
-                                 figsize=(size[0], size[1] + (0.7 if kind == "timeline" else 1.5)),
-                                 height_ratios=(1.0, ratio))
+                                 figsize=(size[0], height), height_ratios=(1.0, ratio))
         axes, bands = list(grid[0]), list(grid[1])
         for ax, band in zip(axes, bands):
             _label_band(ax, band)
         if kind == "timeline":
-            drawn = [_draw_timeline(run, ax, band, 0.1)
+            drawn = [_draw_timeline(run, ax, band, BUCKET_S)
                      for run, ax, band in zip(runs, axes, bands)]
         else:
             drawn = [_draw_queue(run, ax, band) for run, ax, band in zip(runs, axes, bands)]
@@ -482,12 +519,14 @@ def compare(before: Run, after: Run, *, kind: CompareKind = "timeline") -> Figur
                                 fontsize=LEGEND_FONT)
         else:
             bands[0].set_ylim(0, max(max(b.dataLim.y1 for b in bands), 10) * 1.1)
-    axes[0].set_ylim(bottom=0)
+    # Shared y: both panels' data decide the top (set_ylim on one would freeze it).
+    axes[0].set_ylim(0, max(max(ax.dataLim.y1 for ax in axes), 1) * 1.08)
     axes[1].set_ylabel("")
-    for run, ax, d in zip(runs, axes, drawn):
-        ax.set_title(f"{run.design}: {d.headline}", fontsize="medium")
+    names = labels if labels is not None else (before.design, after.design)
+    for name, ax, d in zip(names, axes, drawn):
+        ax.set_title(f"{name}: {d.headline}", fontsize="medium")
     scenarios = " / ".join(dict.fromkeys(run.scenario for run in runs))
-    fig.suptitle(f"{scenarios}: {before.design} vs {after.design}")
+    fig.suptitle(f"{scenarios}: {names[0]} vs {names[1]}")
     _legend(axes[1], axes[0])
     if kind == "queue":
         _legend(bands[1], bands[0])

@@ -44,6 +44,7 @@ _MAX_HEADER = 64 * 1024
 _PATH = re.compile(rb"^GET /c/(\d+)[/? ]")
 _EXTENSIONS = re.compile(rb"\r\nSec-WebSocket-Extensions:[^\r]*", re.IGNORECASE)
 _QUEUE_HIGH = 1 << 20
+BACKLOG = 2048  # a reconnect storm of 1,000 clients must not overflow the accept queue
 
 
 def _reset(transport: asyncio.BaseTransport | None) -> None:
@@ -388,7 +389,7 @@ class FaultProxy:
         loop = asyncio.get_running_loop()
         if self.t0 is None:
             self.t0 = loop.time()
-        self._server = await loop.create_server(self._accept, HOST, 0)
+        self._server = await loop.create_server(self._accept, HOST, 0, backlog=BACKLOG)
         self.port = self._server.sockets[0].getsockname()[1]
         return self.port
 
