@@ -13,8 +13,9 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 ## Open the workbook in JupyterLab, on lesson 00.
+# (Jupyter refuses to run as root unless told; containers and workshop VMs often are root.)
 lab: $(STAMP)
-	$(BIN)/jupyter lab notebooks/00_start_here.ipynb
+	$(BIN)/jupyter lab --ServerApp.ip=127.0.0.1 $(if $(filter 0,$(shell id -u)),--allow-root) notebooks/00_start_here.ipynb
 
 ## Every test: the package's tests, then nbval over every notebook.
 test: $(STAMP)
