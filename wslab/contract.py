@@ -62,8 +62,9 @@ Server options go in ``Design(serve_options={...})``, passed to
 
 Server state belongs in ``app.state``, a dict shared by the connections of one
 server life: a :class:`~wslab.faults.ServerRestart` gives the new server an
-empty one, as a real restart loses memory. Module-level globals survive a
-restart in the lab but not in production.
+empty one, as a real restart loses memory. What a real server would keep in a
+database goes in ``app.store``, which survives restarts. Module-level globals
+survive a restart in the lab but not in production.
 
 Guarantees the lab gives a design: its handler and client run in the lab's
 event loop under a hard time limit; when the run ends, the client task is
@@ -234,13 +235,15 @@ class ServerApp(_App):
 
     ``client_id`` is the lab client on the other end (None when the request
     path is not one the lab gave out); ``state`` is shared by all connections
-    of this server life and is emptied by a restart.
+    of this server life and is emptied by a restart (memory); ``store``
+    survives restarts (a database: what a real server would persist).
     """
 
     def __init__(self, run: "_RunContext", client_id: int | None, outbox: _Outbox | None,
-                 state: dict) -> None:
+                 state: dict, store: dict) -> None:
         super().__init__(run, client_id, outbox)
         self.state = state
+        self.store = store
 
     async def process(self, message: str | bytes) -> str | None:
         """Process one message from the client; return the reply to send, if any.

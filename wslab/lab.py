@@ -67,6 +67,7 @@ class _RunContext:
     gauges: dict[tuple[str, int | None], float] = field(default_factory=dict)
     errors: list[DesignFailure] = field(default_factory=list)
     tasks: set[asyncio.Task] = field(default_factory=set)
+    failed_tasks: list[tuple[float, asyncio.Task]] = field(default_factory=list)
     tearing_down: bool = False
 
     def now(self) -> float:
@@ -79,9 +80,22 @@ class _RunContext:
 
     def _task_done(self, task: asyncio.Task) -> None:
         self.tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            coro = task.get_coro()
-            self.fail(f"task {getattr(coro, '__qualname__', task.get_name())}", task.exception())
+        # Not task.exception() here: that would mark it retrieved. Whether anybody
+        # (a TaskGroup, an await) retrieves it is decided by the end of the run.
+        if not task.cancelled() and not self.tearing_down:
+            self.failed_tasks.append((self.now(), task))
+
+    def record_unretrieved(self) -> None:
+        """Record the exceptions of tasks that nobody awaited (fire and forget)."""
+        for t, task in self.failed_tasks:
+            if getattr(task, "_log_traceback", False):
+                exc = task.exception()  # now retrieved: asyncio will not log it at exit
+                text = "".join(traceback.format_exception_only(type(exc), exc)).strip()
+                coro = task.get_coro()
+                where = f"task {getattr(coro, '__qualname__', task.get_name())} (never awaited)"
+                self.errors.append(DesignFailure(round(t, 4), where, text))
+        self.failed_tasks.clear()
+        self.errors.sort(key=lambda e: e.t_s)
 
     def fail(self, where: str, exc: BaseException) -> None:
         """Record an exception of the design (not those the lab causes at teardown)."""
@@ -142,6 +156,7 @@ class _LabServer:
         self.server: Server | None = None
         self.opens: list[tuple[float, int | None]] = []
         self.state: dict = {}
+        self.store: dict = {}  # durable: survives restarts
 
     async def start(self) -> int:
         self.state = {}
@@ -171,7 +186,7 @@ class _LabServer:
         match = _PATH.match(websocket.request.path)
         client_id = int(match.group(1)) if match else None
         self.opens.append((round(self.ctx.now(), 6), client_id))
-        app = ServerApp(self.ctx, client_id, self.down.get(client_id), self.state)
+        app = ServerApp(self.ctx, client_id, self.down.get(client_id), self.state, self.store)
         try:
             await self.design.handler(websocket, app)
         except Exception as exc:
@@ -326,10 +341,11 @@ async def _execute(design: Design, scenario: Scenario, ctx: _RunContext,
         apps = [ClientApp(ctx, i, f"ws://{HOST}:{port}/c/{i}", up.get(i))
                 for i in range(scenario.clients)]
         async with asyncio.TaskGroup() as lab:
-            for i, outbox in up.items():
-                lab.create_task(_produce(ctx, outbox, f"u{i}"), name=f"wslab producer u{i}")
-            for i, outbox in down.items():
-                lab.create_task(_produce(ctx, outbox, f"d{i}"), name=f"wslab producer d{i}")
+            producers = [
+                lab.create_task(_produce(ctx, outbox, f"{prefix}{i}"), name=f"wslab producer {prefix}{i}")
+                for prefix, outboxes_of in (("u", up), ("d", down))
+                for i, outbox in outboxes_of.items()
+            ]
             nemesis = lab.create_task(_nemesis(ctx, proxy, server), name="wslab nemesis")
             for app in apps:
                 client_tasks.append(asyncio.create_task(_client_main(ctx, design, app),
@@ -342,7 +358,9 @@ async def _execute(design: Design, scenario: Scenario, ctx: _RunContext,
                 now = ctx.now()
                 if progress is not None:
                     progress(min(1.0, now / planned_s) if planned_s else 1.0)
-                if now >= drive_until and (ctx.ledger.outstanding == 0 or now >= planned_s):
+                produced_all = all(p.done() for p in producers)
+                if now >= drive_until and produced_all and (
+                        ctx.ledger.outstanding == 0 or now >= planned_s):
                     break
                 await asyncio.sleep(SAMPLE_INTERVAL_S)
             end_s = ctx.now()
@@ -401,6 +419,7 @@ async def _teardown(ctx: _RunContext, server: _LabServer, proxy: FaultProxy,
         task.cancel()
     if left:
         await asyncio.wait(left, timeout=TEARDOWN_GRACE_S)
+    ctx.record_unretrieved()
     stuck = [t for t in left if not t.done()]
     if stuck:
         raise DesignHangError(

@@ -90,11 +90,11 @@ def _scenarios() -> dict[str, Scenario]:
                                   match=TextContaining('"ack"'))]), seed=7),
         Scenario(
             "shutdown_in_flight",
-            "The server shuts down (close 1001) while its slow worker holds messages, "
-            "and is back 0.5 s later.",
+            "The server shuts down (close 1001) while its slow worker holds about 40 "
+            "messages, and is back 0.5 s later.",
             Workload(count=200, rate_per_s=100, direction="up"),
-            FaultPlan([SlowConsumer(side="server", delay_s=0.02),
-                       ServerRestart(start_s=0.8, duration_s=0.5)]), seed=8, settle_s=2.0),
+            FaultPlan([SlowConsumer(side="server", delay_s=0.02, duration_s=0.8),
+                       ServerRestart(start_s=0.8, duration_s=0.5)]), seed=8, settle_s=1.5),
         Scenario(
             "reconnect_storm",
             "200 clients; the server restarts and every client must come back at once.",

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from ..contract import Design
 from ..errors import DesignContractError, UnknownNameError
-from . import naive
+from . import naive, production
 
-DESIGNS: dict[str, Design] = {d.name: d for d in [naive.DESIGN]}
+DESIGNS: dict[str, Design] = {d.name: d for d in [naive.DESIGN, production.DESIGN]}
 
 
 def get_design(design: "str | Design | object") -> Design:

@@ -1,0 +1,100 @@
+"""The production client: reconnects, keeps every message until acknowledged (lessons 03–08).
+
+One supervisor per client, under one ``asyncio.TaskGroup``:
+
+- the **feeder** takes messages from the application into the session's
+  window, and waits while the window is at capacity (backpressure reaches
+  the producer; nothing is dropped);
+- the **connection loop** connects, says hello (its session and the next
+  server message it expects), learns from the welcome what the server already
+  has, runs a :class:`~wslab.production.channel.Channel` until the connection
+  dies, then waits a backoff delay with full jitter and connects again.
+
+Connection states, as the loop tracks them: ``connecting``, ``open``,
+``backing off``; ``closed`` when the client is stopped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import uuid
+
+from websockets.exceptions import ConnectionClosed, InvalidHandshake
+
+from . import envelope
+from .backoff import Backoff
+from .channel import Channel, ChannelClosed, Session
+from .settings import DEFAULT, Settings
+
+RETRYABLE = (OSError, TimeoutError, ConnectionClosed, InvalidHandshake, ChannelClosed,
+             envelope.BadFrame)
+
+
+class ReliableClient:
+    """The client side of the production design for one lab client."""
+
+    def __init__(self, app, settings: Settings = DEFAULT, *, seed: int | None = None) -> None:
+        self.app, self.settings = app, settings
+        self.session = Session.new(settings)
+        self.session_id = uuid.UUID(int=random.Random(seed).getrandbits(128)).hex
+        self.backoff = Backoff(base_s=settings.backoff_base_s, cap_s=settings.backoff_cap_s,
+                               rng=random.Random(seed))
+        self.state = "closed"
+        self.connections = 0
+
+    async def run(self) -> None:
+        async with asyncio.TaskGroup() as tasks:
+            tasks.create_task(self._feed())
+            tasks.create_task(self._connect_forever())
+
+    async def _feed(self) -> None:
+        async for message in self.app.outgoing():
+            await self.session.add(message)
+            self.app.gauge("outbound", len(self.session.window.unacked))
+
+    async def _connect_forever(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            self.state = "connecting"
+            started = loop.time()
+            try:
+                async with self.app.connect(
+                    ping_interval=self.settings.ping_interval_s,
+                    ping_timeout=self.settings.ping_timeout_s,
+                    close_timeout=self.settings.close_timeout_s,
+                    open_timeout=self.settings.open_timeout_s,
+                    max_size=self.settings.max_size_bytes,
+                ) as websocket:
+                    await self._hello(websocket)
+                    self.state, self.connections = "open", self.connections + 1
+                    started = loop.time()
+                    await Channel(websocket, self.session, deliver=self._deliver,
+                                  settings=self.settings).run()
+            except RETRYABLE:
+                pass
+            if loop.time() - started >= self.settings.stable_after_s:
+                self.backoff.reset()
+            self.state = "backing off"
+            await asyncio.sleep(self.backoff.next_delay())
+
+    async def _hello(self, websocket) -> None:
+        await websocket.send(envelope.encode(
+            "hello", session=self.session_id, down_next=self.session.inbound.next_expected))
+        async with asyncio.timeout(self.settings.open_timeout_s):
+            frame = envelope.decode(await websocket.recv())
+        if frame.type != "welcome":
+            raise envelope.BadFrame("unknown_type", f"expected welcome, got {frame.type}")
+        # The server already has everything before up_next: forget it.
+        async with self.session.space:
+            self.session.window.acknowledge(frame.fields["up_next"] - 1)
+            self.session.space.notify_all()
+
+    async def _deliver(self, body: str) -> None:
+        await self.app.deliver(body)
+        return None
+
+
+async def client(app) -> None:
+    """The design contract's client: run a :class:`ReliableClient` until cancelled."""
+    await ReliableClient(app, seed=app.client_id).run()

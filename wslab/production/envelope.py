@@ -1,0 +1,91 @@
+"""The production protocol's frames: JSON text, one object per frame (lessons 04, 10).
+
+====================  ===========================================================
+frame                 meaning
+====================  ===========================================================
+``hello``             client → server, first frame: ``session`` (a string the
+                      client keeps across reconnections), ``down_next`` (the
+                      next server→client number it expects)
+``welcome``           server → client, answer to hello: ``up_next`` (the next
+                      client→server number the server expects)
+``msg``               either way: ``seq`` (int ≥ 0) and ``body`` (the message)
+``ack``               either way: ``seq``, cumulative ("all up to seq arrived")
+``error``             server → client: ``code`` and ``detail``; see below
+====================  ===========================================================
+
+Bad input never crashes the server. Each case gets an error frame (the
+connection stays open) or a close code:
+
+========================================  ==========================================
+input                                     answer
+========================================  ==========================================
+not JSON, not an object                   error ``bad_json``
+unknown ``t``                             error ``unknown_type``
+missing or wrongly typed field            error ``bad_field`` (names the field)
+binary frame                              error ``binary_not_supported``
+first frame is not a ``hello``            close 1008 (policy violation)
+frame larger than ``max_size``            close 1009 (message too big), by websockets
+more unacknowledged messages than the     close 1008 "flow control violated": that
+window allows (a flood)                   client is cut, the others keep their service
+superseded by a newer connection of the   close 4001 "superseded"
+same session
+========================================  ==========================================
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+SUPERSEDED = 4001
+
+
+class BadFrame(ValueError):
+    """A frame that does not fit the protocol: ``code`` says which rule it broke."""
+
+    def __init__(self, code: str, detail: str) -> None:
+        self.code, self.detail = code, detail
+        super().__init__(f"{code}: {detail}")
+
+
+@dataclass(frozen=True)
+class Frame:
+    type: str
+    fields: dict[str, Any]
+
+
+_FIELDS: dict[str, dict[str, type]] = {
+    "hello": {"session": str, "down_next": int},
+    "welcome": {"up_next": int},
+    "msg": {"seq": int, "body": str},
+    "ack": {"seq": int},
+    "error": {"code": str, "detail": str},
+}
+
+
+def encode(kind: str, **fields: Any) -> str:
+    return json.dumps({"t": kind, **fields})
+
+
+def decode(data: str | bytes) -> Frame:
+    """Parse and validate one frame, or raise :class:`BadFrame`."""
+    if not isinstance(data, str):
+        raise BadFrame("binary_not_supported", "send JSON as text frames")
+    try:
+        value = json.loads(data)
+    except ValueError as exc:
+        raise BadFrame("bad_json", f"not JSON: {exc.msg}") from None
+    if not isinstance(value, dict):
+        raise BadFrame("bad_json", "a frame is a JSON object")
+    kind = value.get("t")
+    if kind not in _FIELDS:
+        raise BadFrame("unknown_type", f"unknown frame type {kind!r}")
+    fields = {}
+    for name, expected in _FIELDS[kind].items():
+        field = value.get(name)
+        if not isinstance(field, expected) or isinstance(field, bool) or (
+                expected is int and field < 0):
+            raise BadFrame("bad_field", f"{kind}.{name} must be {'an int >= 0' if expected is int else 'a string'}")
+        fields[name] = field
+    return Frame(kind, fields)

@@ -1,0 +1,75 @@
+"""The production server handler (lessons 04–08).
+
+Per connection: wait for the client's hello, find its session in the
+server's durable store (so that a restart forgets nothing the clients were
+promised), close any older connection of the same session, answer with a
+welcome, then run a :class:`~wslab.production.channel.Channel` plus a
+**pusher** that takes this client's messages from the application into the
+session's window, under one ``asyncio.TaskGroup``.
+
+The durable store stands for a database: the session's inbound sequence
+(which client messages were processed) and its outbound window (server
+messages not yet acknowledged) live there.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from websockets.exceptions import ConnectionClosed
+
+from . import envelope
+from .channel import Channel, ChannelClosed, Session
+from .settings import DEFAULT, Settings
+
+
+async def handler(websocket, app, settings: Settings = DEFAULT) -> None:
+    try:
+        async with asyncio.timeout(settings.hello_timeout_s):
+            frame = envelope.decode(await websocket.recv())
+        if frame.type != "hello":
+            raise envelope.BadFrame("unknown_type", "the first frame must be a hello")
+    except (envelope.BadFrame, TimeoutError) as exc:
+        await websocket.close(1008, str(exc)[:120])
+        return
+    sessions = app.store.setdefault("sessions", {})
+    session = sessions.get(frame.fields["session"])
+    if session is None:
+        session = sessions[frame.fields["session"]] = Session.new(settings)
+    previous, session.websocket = session.websocket, websocket
+    if previous is not None and previous is not websocket:
+        await previous.close(envelope.SUPERSEDED, "superseded")
+    async with session.space:
+        session.window.acknowledge(frame.fields["down_next"] - 1)
+        session.space.notify_all()
+    await websocket.send(envelope.encode("welcome", up_next=session.inbound.next_expected))
+
+    async def bad_frame(exc: envelope.BadFrame) -> None:
+        await websocket.send(envelope.encode("error", code=exc.code, detail=exc.detail))
+
+    async def push() -> None:
+        while (message := await app.next_message()) is not None:
+            await session.add(message)
+        await asyncio.Future()  # nothing more to push; keep the channel company
+
+    channel = Channel(websocket, session, deliver=app.process, settings=settings,
+                      on_bad_frame=bad_frame)
+    try:
+        async with asyncio.TaskGroup() as tasks:
+            tasks.create_task(push())
+            tasks.create_task(channel.run())
+    except* (ChannelClosed, ConnectionClosed):
+        pass
+    finally:
+        if session.websocket is websocket:
+            session.websocket = None
+
+
+def serve_options(settings: Settings = DEFAULT) -> dict:
+    """Keyword arguments for ``websockets.asyncio.server.serve``."""
+    return {
+        "ping_interval": settings.ping_interval_s,
+        "ping_timeout": settings.ping_timeout_s,
+        "close_timeout": settings.close_timeout_s,
+        "max_size": settings.max_size_bytes,
+    }

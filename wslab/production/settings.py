@@ -1,0 +1,46 @@
+"""Every value the production design chooses, with the reason (lessons 03–08).
+
+Time in the lab is scaled down about a hundredfold: an outage lasts tenths of
+a second, so the timers are tenths of a second too. Multiply by 20–100 for a
+real deployment.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Settings:
+    # Keepalive (lesson 06), through the library's own ping/pong:
+    # a dead peer is noticed within ping_interval_s + ping_timeout_s.
+    ping_interval_s: float = 0.25
+    ping_timeout_s: float = 0.5
+    # Closing a dead connection politely would wait this long for the peer.
+    close_timeout_s: float = 0.3
+    # A handshake through a latency spike needs a few round trips.
+    open_timeout_s: float = 2.0
+
+    # Reconnection (lesson 03): full jitter between 0 and base * 2**attempt, capped.
+    backoff_base_s: float = 0.05
+    backoff_cap_s: float = 1.0
+    # A connection that stayed up this long resets the backoff.
+    stable_after_s: float = 1.0
+
+    # Durability and flow control (lessons 04, 05): messages kept until
+    # acknowledged (capacity) and how many of them may be on the wire at once
+    # (window). The window is the receiver's credit: its queue never holds more,
+    # so it always keeps reading its socket and answering pings.
+    capacity: int = 256
+    window: int = 32
+    # No acknowledgement for this long while messages are in flight: go back
+    # and resend from the oldest (an acknowledgement or a message was lost).
+    ack_timeout_s: float = 0.4
+
+    # Limits (lesson 05): the largest frame accepted (close 1009 above it).
+    max_size_bytes: int = 1 << 20
+    # A first frame that does not come within this is a client to drop.
+    hello_timeout_s: float = 2.0
+
+
+DEFAULT = Settings()
