@@ -85,7 +85,7 @@ def test_server_restart_empties_server_state_and_clients_can_come_back():
 # Errors that say what is wrong ----------------------------------------------
 
 def test_unknown_names_list_the_known_ones():
-    with pytest.raises(UnknownNameError, match="known designs: naive"):
+    with pytest.raises(UnknownNameError, match="known designs: .*naive.*production"):
         wslab.run("nope")
     with pytest.raises(UnknownNameError, match="network_interruption"):
         wslab.run("naive", "nope")

@@ -84,9 +84,12 @@ def _scenarios() -> dict[str, Scenario]:
             FaultPlan([Latency(start_s=0.6, duration_s=1.0, delay_s=0.3, jitter_s=0.05)]), seed=6),
         Scenario(
             "lost_acknowledgements",
-            "Half of the server's acknowledgement frames are dropped (frames containing '\"ack\"').",
+            "Every acknowledgement frame from the server is dropped for 0.6 s "
+            "(frames containing '\"ack\"'), then half of them until the end.",
             Workload(count=200, rate_per_s=100, direction="up"),
-            FaultPlan([FrameFault(direction="down", action="drop", probability=0.5,
+            FaultPlan([FrameFault(start_s=0.5, duration_s=0.6, direction="down", action="drop",
+                                  match=TextContaining('"ack"')),
+                       FrameFault(start_s=1.1, direction="down", action="drop", probability=0.5,
                                   match=TextContaining('"ack"'))]), seed=7),
         Scenario(
             "shutdown_in_flight",

@@ -6,7 +6,7 @@ from ..contract import Design
 from ..errors import DesignContractError, UnknownNameError
 from . import naive, production
 
-DESIGNS: dict[str, Design] = {d.name: d for d in [naive.DESIGN, production.DESIGN]}
+DESIGNS: dict[str, Design] = {d.name: d for d in [naive.DESIGN, *production.STEPS]}
 
 
 def get_design(design: "str | Design | object") -> Design:

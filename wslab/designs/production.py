@@ -1,20 +1,63 @@
-"""The production design: every mechanism together (lesson 12; built in 03–08).
+"""The production design and the steps that lead to it (lessons 03–12).
 
-Its pieces live in :mod:`wslab.production`, one mechanism per module.
+Every step is the same code with fewer mechanisms switched on
+(:class:`wslab.production.settings.Settings`), so a lesson can measure what
+one mechanism changes:
+
+==============  =====  =================================================================
+design          adds   mechanisms on
+==============  =====  =================================================================
+``reconnect``   03     reconnection with full-jitter backoff; no acknowledgements,
+                       unbounded buffers, the library's default keepalive (20 s)
+``durable``     04     + every message kept until acknowledged and resent after a
+                       reconnection (no de-duplication yet: resent copies are
+                       processed again); sessions in server memory
+``backpressure`` 05    + bounded window and capacity (credit-based flow control)
+``keepalive``   06     + ping every 0.25 s, dead peer noticed within 0.75 s
+``production``  10–12  + de-duplication by sequence number, sessions in the durable store
+==============  =====  =================================================================
+
+:func:`design` builds a variant from any :class:`Settings`.
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from ..contract import Design
 from ..production import client, server
+from ..production.settings import DEFAULT, Settings
 
-DESIGN = Design(
-    "production",
-    handler=server.handler,
-    client=client.client,
-    serve_options=server.serve_options(),
-    description="Reconnection with full-jitter backoff, a durable outbound window with "
-    "cumulative acknowledgements and go-back-N resend, sequence numbers with "
-    "de-duplication, credit-based flow control, tuned keepalive, separate reader, "
-    "worker and writer tasks.",
-)
+UNBOUNDED = 10**9
+LIBRARY_KEEPALIVE = dict(ping_interval_s=20.0, ping_timeout_s=20.0)
+
+
+def design(name: str, settings: Settings = DEFAULT, description: str = "") -> Design:
+    """A :class:`Design` running the production code with ``settings``."""
+    return Design(name, handler=server.make_handler(settings), client=client.make_client(settings),
+                  serve_options=server.serve_options(settings), description=description)
+
+
+_KEEPALIVE = replace(DEFAULT, deduplicate=False, durable_sessions=False)
+_BACKPRESSURE = replace(_KEEPALIVE, **LIBRARY_KEEPALIVE)
+_DURABLE = replace(_BACKPRESSURE, capacity=UNBOUNDED, window=UNBOUNDED)
+_RECONNECT = replace(_DURABLE, acknowledgements=False)
+
+STEPS: list[Design] = [
+    design("reconnect", _RECONNECT,
+           "Reconnects with full-jitter backoff; sends fire-and-forget, unbounded buffers, "
+           "the library's default keepalive."),
+    design("durable", _DURABLE,
+           "+ keeps every message until acknowledged and resends it after a reconnection "
+           "(no de-duplication: resent copies are processed again)."),
+    design("backpressure", _BACKPRESSURE,
+           "+ bounded window and capacity: the producer waits, memory stays bounded."),
+    design("keepalive", _KEEPALIVE,
+           "+ keepalive tuned to the lab's time: a dead peer is noticed within 0.75 s."),
+    design("production", DEFAULT,
+           "Everything: reconnection with full-jitter backoff, durable outbound window with "
+           "cumulative acknowledgements and go-back-N resend, de-duplication by sequence number "
+           "in a durable session store, credit-based flow control, tuned keepalive, separate "
+           "reader, worker and writer tasks."),
+]
+DESIGN = STEPS[-1]

@@ -72,7 +72,7 @@ class Channel:
         self.on_bad_frame = on_bad_frame
         self.inbox: asyncio.Queue[tuple[int, str]] = asyncio.Queue(maxsize=2 * settings.window)
         self.wake = session.wake
-        self.ack_due = False
+        self.acks_due = 0
         self.resent = 0
 
     async def run(self) -> None:
@@ -113,29 +113,34 @@ class Channel:
         while True:
             seq, body = await self.inbox.get()
             async with self.session.lock:
-                verdict = self.inbound.classify(seq)
+                verdict = self.inbound.classify(seq) if self.settings.deduplicate else "deliver"
                 if verdict == "deliver":
                     reply = await self.deliver(body)
-                    self.inbound.delivered(seq)
+                    self.inbound.delivered(seq, force=not self.settings.deduplicate)
                     if reply is not None:
                         await self.session.add(reply)
-            # Acknowledge delivered and duplicate messages; a gap re-acknowledges too,
-            # which tells the sender where to go back to.
-            self.ack_due = True
+            # One acknowledgement per message received, delivered or not: a
+            # duplicate or a gap re-acknowledges, which tells the sender where
+            # to go back to, and one lost acknowledgement is covered by the next.
+            self.acks_due += 1
             self.wake.set()
 
     async def _write(self) -> None:
         loop = asyncio.get_running_loop()
         self.last_progress = loop.time()
         while True:
-            if self.ack_due:
-                self.ack_due = False
+            if self.acks_due:
+                self.acks_due -= 1
                 await self.websocket.send(envelope.encode("ack", seq=self.inbound.ack))
                 continue
             item = self.window.next_to_send()
             if item is not None:
                 seq, body = item
                 await self.websocket.send(envelope.encode("msg", seq=seq, body=body))
+                if not self.settings.acknowledgements:
+                    self.window.acknowledge(seq)  # fire and forget: sent is done
+                    async with self.session.space:
+                        self.session.space.notify_all()
                 continue
             timeout = None
             if self.window.in_flight:

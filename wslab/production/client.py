@@ -39,7 +39,7 @@ class ReliableClient:
         self.session = Session.new(settings)
         self.session_id = uuid.UUID(int=random.Random(seed).getrandbits(128)).hex
         self.backoff = Backoff(base_s=settings.backoff_base_s, cap_s=settings.backoff_cap_s,
-                               rng=random.Random(seed))
+                               jitter=settings.backoff_jitter, rng=random.Random(seed))
         self.state = "closed"
         self.connections = 0
 
@@ -95,6 +95,13 @@ class ReliableClient:
         return None
 
 
-async def client(app) -> None:
-    """The design contract's client: run a :class:`ReliableClient` until cancelled."""
-    await ReliableClient(app, seed=app.client_id).run()
+def make_client(settings: Settings):
+    """The design contract's client with these settings: a :class:`ReliableClient`."""
+
+    async def production_client(app) -> None:
+        await ReliableClient(app, settings, seed=app.client_id).run()
+
+    return production_client
+
+
+client = make_client(DEFAULT)

@@ -32,7 +32,8 @@ async def handler(websocket, app, settings: Settings = DEFAULT) -> None:
     except (envelope.BadFrame, TimeoutError) as exc:
         await websocket.close(1008, str(exc)[:120])
         return
-    sessions = app.store.setdefault("sessions", {})
+    memory = app.store if settings.durable_sessions else app.state
+    sessions = memory.setdefault("sessions", {})
     session = sessions.get(frame.fields["session"])
     if session is None:
         session = sessions[frame.fields["session"]] = Session.new(settings)
@@ -63,6 +64,15 @@ async def handler(websocket, app, settings: Settings = DEFAULT) -> None:
     finally:
         if session.websocket is websocket:
             session.websocket = None
+
+
+def make_handler(settings: Settings):
+    """The handler with these settings (the design contract's shape)."""
+
+    async def production_handler(websocket, app) -> None:
+        await handler(websocket, app, settings)
+
+    return production_handler
 
 
 def serve_options(settings: Settings = DEFAULT) -> dict:

@@ -12,6 +12,22 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class Settings:
+    """The production design's values; the switches turn mechanisms off so a
+    lesson can run "the design with everything up to this step"."""
+
+    # Switches --------------------------------------------------------------
+    # Keep every message until the peer acknowledges it, resend after a
+    # reconnection (lesson 04). Off: fire and forget, as the naive client.
+    acknowledgements: bool = True
+    # Deliver each sequence number once, in order (lesson 10). Off: deliver
+    # whatever arrives, resent copies included.
+    deduplicate: bool = True
+    # Keep sessions in the server's durable store (they survive a restart).
+    # Off: in memory (``app.state``), lost with the server.
+    durable_sessions: bool = True
+    # How reconnection delays are jittered: "full", "decorrelated" or "none".
+    backoff_jitter: str = "full"
+
     # Keepalive (lesson 06), through the library's own ping/pong:
     # a dead peer is noticed within ping_interval_s + ping_timeout_s.
     ping_interval_s: float = 0.25
@@ -31,8 +47,8 @@ class Settings:
     # acknowledged (capacity) and how many of them may be on the wire at once
     # (window). The window is the receiver's credit: its queue never holds more,
     # so it always keeps reading its socket and answering pings.
-    capacity: int = 256
-    window: int = 32
+    capacity: int = 64
+    window: int = 16
     # No acknowledgement for this long while messages are in flight: go back
     # and resend from the oldest (an acknowledgement or a message was lost).
     ack_timeout_s: float = 0.4
