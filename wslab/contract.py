@@ -225,6 +225,11 @@ class _App:
         if msg_id in self._run.ledger.records:
             self._run.ledger.rejected(msg_id, self._run.now(), reason)
 
+    @property
+    def metrics(self):
+        """The run's :class:`~wslab.observability.Metrics`, shared by every connection."""
+        return self._run.metrics
+
     def gauge(self, name: str, value: float) -> None:
         """Report a number the lab samples over time (for example a queue's depth)."""
         self._run.gauges[(name, self.client_id)] = value

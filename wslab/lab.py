@@ -38,6 +38,7 @@ from .designs import get_design
 from .errors import ConfigError, DesignHangError, RunTimeoutError
 from .faults import BlackHole, Cut, FaultPlan, ServerRestart, SlowConsumer
 from .ledger import Ledger
+from .observability import Metrics, log_fields
 from .proxy import BACKLOG, HOST, FaultProxy, queued_bytes
 from .run import DesignFailure, Run
 from .scenarios import Scenario, get_scenario
@@ -50,6 +51,21 @@ _PATH = re.compile(r"^/c/(\d+)")
 _design_logger = logging.getLogger("wslab.design")
 _design_logger.propagate = False
 _design_logger.addHandler(logging.NullHandler())
+
+_PRODUCTION_LOGGER = logging.getLogger("wslab.production")
+
+
+class _LogCapture(logging.Handler):
+    """Keeps what the production design logged during one run, as dicts."""
+
+    def __init__(self, ctx: "_RunContext") -> None:
+        super().__init__(logging.DEBUG)
+        self.ctx = ctx
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if _current_run.get() is self.ctx:
+            self.ctx.logs.append({"t": round(self.ctx.now(), 4), **log_fields(record)})
+
 
 _current_run: contextvars.ContextVar["_RunContext | None"] = contextvars.ContextVar(
     "wslab_current_run", default=None
@@ -69,6 +85,8 @@ class _RunContext:
     tasks: set[asyncio.Task] = field(default_factory=set)
     failed_tasks: list[tuple[float, asyncio.Task]] = field(default_factory=list)
     tearing_down: bool = False
+    metrics: Metrics = field(default_factory=Metrics)
+    logs: list[dict] = field(default_factory=list)
 
     def now(self) -> float:
         return asyncio.get_running_loop().time() - self.t0
@@ -294,7 +312,8 @@ async def arun(
     ctx = _RunContext(workload=chosen.workload, plan=chosen.faults, t0=loop.time())
     token = _current_run.set(ctx)
     _install_factory(loop)
-    started = time.perf_counter()
+    log_capture = _LogCapture(ctx)
+    _PRODUCTION_LOGGER.addHandler(log_capture)
     try:
         # The body runs in a task of its own so that the run's context (and
         # the tasks that inherit it) never leaks into the caller's.
@@ -319,8 +338,8 @@ async def arun(
             await asyncio.wait([body], timeout=TEARDOWN_GRACE_S * 2)
             raise
     finally:
+        _PRODUCTION_LOGGER.removeHandler(log_capture)
         _uninstall_factory(loop)
-        _ = started
 
 
 async def _execute(design: Design, scenario: Scenario, ctx: _RunContext,
@@ -374,7 +393,7 @@ async def _execute(design: Design, scenario: Scenario, ctx: _RunContext,
         clients=scenario.clients, workload=workload, faults=scenario.faults,
         ledger=ctx.ledger, duration_s=time.perf_counter() - started, end_s=end_s,
         samples=samples, connections=list(proxy.events), server_opens=server.opens,
-        errors=ctx.errors, tasks_left=tasks_left,
+        errors=ctx.errors, tasks_left=tasks_left, metrics=ctx.metrics, logs=ctx.logs,
         frames={"dropped": proxy.frames_dropped, "delayed": proxy.frames_delayed,
                 "duplicated": proxy.frames_duplicated},
     )

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import html
+import json
 import math
 from dataclasses import dataclass, field
 from typing import Any
 
 from .faults import FaultPlan
 from .ledger import Ledger
+from .observability import Metrics
 from .workload import Workload
 
 
@@ -52,6 +54,12 @@ class Run:
     errors: list[DesignFailure] = field(default_factory=list)
     tasks_left: int = 0
     frames: dict[str, int] = field(default_factory=dict)
+    metrics: Metrics = field(default_factory=Metrics)
+    logs: list[dict[str, Any]] = field(default_factory=list)
+
+    def log_lines(self) -> str:
+        """What the design logged during the run, one JSON object per line."""
+        return "\n".join(json.dumps(entry, default=str) for entry in self.logs)
 
     @property
     def reconnects(self) -> int:

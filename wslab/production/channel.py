@@ -12,6 +12,7 @@ closes, the reader ends the channel and the other two are cancelled with it.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
@@ -20,6 +21,26 @@ from websockets.exceptions import ConnectionClosed
 from . import envelope
 from .reliable import InboundSequence, OutboundWindow
 from .settings import Settings
+
+log = logging.getLogger("wslab.production")
+log.setLevel(logging.INFO)
+
+METRICS_HELP = {
+    "wslab_connections_opened_total": "WebSocket connections opened (handshake and hello done)",
+    "wslab_reconnects_total": "connections opened after the first one",
+    "wslab_connect_failures_total": "connection attempts that failed",
+    "wslab_messages_sent_total": "message frames written, resends included",
+    "wslab_messages_resent_total": "message frames sent again (reconnection or no acknowledgement)",
+    "wslab_messages_acked_total": "messages acknowledged by the peer",
+    "wslab_messages_delivered_total": "messages handed to the application",
+    "wslab_duplicates_dropped_total": "copies of already delivered messages, dropped",
+    "wslab_gaps_dropped_total": "messages that came before their turn, dropped",
+    "wslab_ack_timeouts_total": "times the sender went back for lack of acknowledgement",
+    "wslab_bad_frames_total": "frames that broke the protocol, answered with an error",
+    "wslab_handshakes_refused_total": "connections closed 1008 for lack of a hello",
+    "wslab_outbound_queue_depth": "messages kept until acknowledged",
+    "wslab_ping_rtt_seconds": "round-trip time of the last keepalive ping",
+}
 
 
 @dataclass
@@ -65,18 +86,23 @@ class Channel:
 
     def __init__(self, websocket, session: Session, *,
                  deliver: Callable[[str], Awaitable[str | None]], settings: Settings,
+                 side: str, metrics, fields: dict,
                  on_bad_frame: Callable[[envelope.BadFrame], Awaitable[None]] | None = None) -> None:
         self.websocket, self.session, self.settings = websocket, session, settings
+        self.side, self.metrics, self.fields = side, metrics, fields
+        for name, text in METRICS_HELP.items():
+            metrics.describe(name, text)
         self.window, self.inbound = session.window, session.inbound
         self.deliver = deliver
         self.on_bad_frame = on_bad_frame
         self.inbox: asyncio.Queue[tuple[int, str]] = asyncio.Queue(maxsize=2 * settings.window)
         self.wake = session.wake
         self.acks_due = 0
-        self.resent = 0
 
     async def run(self) -> None:
         """Serve the connection until it closes; raises :class:`ChannelClosed` then."""
+        if resending := self.window.in_flight:  # sent on the last connection, never acknowledged
+            self.metrics.inc("wslab_messages_resent_total", resending, side=self.side)
         self.window.rewind()  # a new connection resends everything unacknowledged
         self.wake.set()
         try:
@@ -85,18 +111,26 @@ class Channel:
                 tasks.create_task(self._work())
                 tasks.create_task(self._write())
         except* (ConnectionClosed, ChannelClosed) as group:
-            raise ChannelClosed(str(group.exceptions[0])) from None
+            reason = str(group.exceptions[0])
+            log.info("disconnected", extra={**self.fields, "reason": reason,
+                                            "unacknowledged": len(self.window.unacked)})
+            raise ChannelClosed(reason) from None
 
     async def _read(self) -> None:
         async for data in self.websocket:
             try:
                 frame = envelope.decode(data)
             except envelope.BadFrame as exc:
+                self.metrics.inc("wslab_bad_frames_total", side=self.side, code=exc.code)
+                log.info("bad frame", extra={**self.fields, "code": exc.code})
                 if self.on_bad_frame is not None:
                     await self.on_bad_frame(exc)
                 continue
             if frame.type == "ack":
-                if self.window.acknowledge(frame.fields["seq"]):
+                if acked := self.window.acknowledge(frame.fields["seq"]):
+                    self.metrics.inc("wslab_messages_acked_total", acked, side=self.side)
+                    self.metrics.set("wslab_outbound_queue_depth", len(self.window.unacked),
+                                     side=self.side)
                     self.last_progress = asyncio.get_running_loop().time()
                     async with self.session.space:
                         self.session.space.notify_all()
@@ -104,6 +138,7 @@ class Channel:
             elif frame.type == "msg":
                 if self.inbox.full():
                     # More than the window allows: the peer ignores flow control.
+                    log.info("flow control violated", extra=self.fields)
                     await self.websocket.close(1008, "flow control violated")
                     continue
                 self.inbox.put_nowait((frame.fields["seq"], frame.fields["body"]))
@@ -114,8 +149,14 @@ class Channel:
             seq, body = await self.inbox.get()
             async with self.session.lock:
                 verdict = self.inbound.classify(seq) if self.settings.deduplicate else "deliver"
+                if verdict != "deliver":
+                    self.metrics.inc("wslab_duplicates_dropped_total" if verdict == "duplicate"
+                                     else "wslab_gaps_dropped_total", side=self.side)
+                    log.info(f"{verdict} dropped", extra={**self.fields, "seq": seq,
+                                                         "expected": self.inbound.next_expected})
                 if verdict == "deliver":
                     reply = await self.deliver(body)
+                    self.metrics.inc("wslab_messages_delivered_total", side=self.side)
                     self.inbound.delivered(seq, force=not self.settings.deduplicate)
                     if reply is not None:
                         await self.session.add(reply)
@@ -137,6 +178,7 @@ class Channel:
             if item is not None:
                 seq, body = item
                 await self.websocket.send(envelope.encode("msg", seq=seq, body=body))
+                self.metrics.inc("wslab_messages_sent_total", side=self.side)
                 if not self.settings.acknowledgements:
                     self.window.acknowledge(seq)  # fire and forget: sent is done
                     async with self.session.space:
@@ -146,9 +188,16 @@ class Channel:
             if self.window.in_flight:
                 waited = loop.time() - self.last_progress
                 if waited >= self.settings.ack_timeout_s:
-                    self.resent += self.window.rewind()  # go back: something was lost
+                    rewound = self.window.rewind()  # go back: something was lost
+                    self.metrics.inc("wslab_ack_timeouts_total", side=self.side)
+                    self.metrics.inc("wslab_messages_resent_total", rewound, side=self.side)
+                    log.info("no acknowledgement: going back", extra={
+                        **self.fields, "seq": self.window.unacked[0][0], "resending": rewound})
                     self.last_progress = loop.time()
                     continue
+                latency = getattr(self.websocket, "latency", 0)
+                if latency:
+                    self.metrics.set("wslab_ping_rtt_seconds", latency, side=self.side)
                 timeout = self.settings.ack_timeout_s - waited
             else:
                 self.last_progress = loop.time()

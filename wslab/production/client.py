@@ -17,6 +17,7 @@ Connection states, as the loop tracks them: ``connecting``, ``open``,
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 import uuid
 
@@ -26,6 +27,8 @@ from . import envelope
 from .backoff import Backoff
 from .channel import Channel, ChannelClosed, Session
 from .settings import DEFAULT, Settings
+
+log = logging.getLogger("wslab.production")
 
 RETRYABLE = (OSError, TimeoutError, ConnectionClosed, InvalidHandshake, ChannelClosed,
              envelope.BadFrame)
@@ -51,7 +54,9 @@ class ReliableClient:
     async def _feed(self) -> None:
         async for message in self.app.outgoing():
             await self.session.add(message)
-            self.app.gauge("outbound", len(self.session.window.unacked))
+            depth = len(self.session.window.unacked)
+            self.app.gauge("outbound", depth)
+            self.app.metrics.set("wslab_outbound_queue_depth", depth, side="client")
 
     async def _connect_forever(self) -> None:
         loop = asyncio.get_running_loop()
@@ -69,10 +74,22 @@ class ReliableClient:
                     await self._hello(websocket)
                     self.state, self.connections = "open", self.connections + 1
                     started = loop.time()
+                    metrics = self.app.metrics
+                    metrics.inc("wslab_connections_opened_total", side="client")
+                    if self.connections > 1:
+                        metrics.inc("wslab_reconnects_total", side="client")
+                    fields = {"side": "client", "client": self.app.client_id,
+                              "session": self.session_id[:8], "conn": str(websocket.id)[:8]}
+                    log.info("connected", extra={**fields, "attempt": self.backoff.attempt,
+                                                 "unacknowledged": len(self.session.window.unacked)})
                     await Channel(websocket, self.session, deliver=self._deliver,
-                                  settings=self.settings).run()
-            except RETRYABLE:
-                pass
+                                  settings=self.settings, side="client", metrics=metrics,
+                                  fields=fields).run()
+            except RETRYABLE as exc:
+                if self.state == "connecting":
+                    self.app.metrics.inc("wslab_connect_failures_total", side="client")
+                    log.info("connect failed", extra={"side": "client", "client": self.app.client_id,
+                                                      "error": type(exc).__name__})
             if loop.time() - started >= self.settings.stable_after_s:
                 self.backoff.reset()
             self.state = "backing off"

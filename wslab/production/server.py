@@ -15,12 +15,15 @@ messages not yet acknowledged) live there.
 from __future__ import annotations
 
 import asyncio
+import logging
 
 from websockets.exceptions import ConnectionClosed
 
 from . import envelope
 from .channel import Channel, ChannelClosed, Session
 from .settings import DEFAULT, Settings
+
+log = logging.getLogger("wslab.production")
 
 
 async def handler(websocket, app, settings: Settings = DEFAULT) -> None:
@@ -30,6 +33,9 @@ async def handler(websocket, app, settings: Settings = DEFAULT) -> None:
         if frame.type != "hello":
             raise envelope.BadFrame("unknown_type", "the first frame must be a hello")
     except (envelope.BadFrame, TimeoutError) as exc:
+        app.metrics.inc("wslab_handshakes_refused_total", side="server")
+        log.info("no hello: closing 1008", extra={"side": "server", "client": app.client_id,
+                                                  "error": str(exc) or type(exc).__name__})
         await websocket.close(1008, str(exc)[:120])
         return
     memory = app.store if settings.durable_sessions else app.state
@@ -37,9 +43,15 @@ async def handler(websocket, app, settings: Settings = DEFAULT) -> None:
     session = sessions.get(frame.fields["session"])
     if session is None:
         session = sessions[frame.fields["session"]] = Session.new(settings)
+    fields = {"side": "server", "client": app.client_id,
+              "session": frame.fields["session"][:8], "conn": str(websocket.id)[:8]}
     previous, session.websocket = session.websocket, websocket
     if previous is not None and previous is not websocket:
+        log.info("superseding an older connection", extra=fields)
         await previous.close(envelope.SUPERSEDED, "superseded")
+    app.metrics.inc("wslab_connections_opened_total", side="server")
+    log.info("session resumed" if session.inbound.next_expected or session.window.next_seq
+             else "session opened", extra={**fields, "up_next": session.inbound.next_expected})
     async with session.space:
         session.window.acknowledge(frame.fields["down_next"] - 1)
         session.space.notify_all()
@@ -54,7 +66,7 @@ async def handler(websocket, app, settings: Settings = DEFAULT) -> None:
         await asyncio.Future()  # nothing more to push; keep the channel company
 
     channel = Channel(websocket, session, deliver=app.process, settings=settings,
-                      on_bad_frame=bad_frame)
+                      side="server", metrics=app.metrics, fields=fields, on_bad_frame=bad_frame)
     try:
         async with asyncio.TaskGroup() as tasks:
             tasks.create_task(push())
