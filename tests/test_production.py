@@ -179,3 +179,30 @@ def test_a_flooding_client_is_cut_and_others_keep_their_service():
     assert flooded["close"] == 1008
     lost = [i for i in run.ledger.lost_ids() if not i.startswith("u0.")]
     assert lost == []  # clients 1 and 2 lost nothing
+
+
+# Reconnection -------------------------------------------------------------------
+
+def test_library_reconnect_comes_back_but_keeps_no_message():
+    s = wslab.run("library_reconnect", "network_interruption").summary()
+    assert s["reconnects"] >= 1
+    assert s["lost"] >= 1  # what was in flight when the connection died
+
+
+def test_recovery_time_and_connection_attempts():
+    naive = wslab.run("naive", "network_interruption").summary()
+    production = wslab.run("production", "network_interruption").summary()
+    assert naive["recovery_s"] != naive["recovery_s"]  # nan: it never came back
+    assert 0 <= production["recovery_s"] < 1.0  # backoff capped at 1 s
+    assert production["connect_attempts"] >= 2
+    assert wslab.run("production", "slow_consumer").summary()["recovery_s"] is None
+
+
+@pytest.mark.parametrize("name", ["reconnect", "durable", "backpressure", "keepalive"])
+def test_each_step_adds_what_it_says(name):
+    step = {d.name: d for d in wslab.DESIGNS.values()}[name]
+    assert step.description
+    s = wslab.run(name, "network_interruption").summary()
+    assert s["reconnects"] >= 1  # every step reconnects
+    if name != "reconnect":
+        assert s["lost"] == 0  # from 'durable' on, nothing in flight is lost

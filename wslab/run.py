@@ -8,7 +8,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from .faults import FaultPlan
+from .faults import BlackHole, Cut, FaultPlan, ServerRestart
 from .ledger import Ledger
 from .observability import Metrics
 from .workload import Workload
@@ -69,6 +69,30 @@ class Run:
             per_client[client] = per_client.get(client, 0) + 1
         return sum(max(0, n - 1) for n in per_client.values())
 
+    @property
+    def connect_attempts(self) -> int:
+        """Connections the proxy accepted, failed ones included: the work a storm costs."""
+        return sum(1 for _, _, event in self.connections if event == "accept")
+
+    @property
+    def recovery_s(self) -> float | None:
+        """Seconds from the end of the last outage (cut, black hole, restart) until
+        every client that was connected before it had connected again; None when
+        there was no outage, nan when some client never came back."""
+        outages = [f for f in self.faults if isinstance(f, (Cut, BlackHole, ServerRestart))]
+        if not outages:
+            return None
+        first_start = min(f.start_s for f in outages)
+        last_end = max(f.end_s if f.end_s is not None else self.end_s for f in outages)
+        before = {c for t, c in self.server_opens if t < first_start}
+        after: dict[int | None, float] = {}  # each client's first connection since the outage
+        for t, c in self.server_opens:
+            if t > first_start and c in before and c not in after:
+                after[c] = t
+        if not before or set(after) != before:
+            return math.nan
+        return round(max(0.0, max(after.values()) - last_end), 4)
+
     def summary(self) -> dict[str, Any]:
         """The numbers that say how the design did (see :mod:`wslab.ledger`)."""
         out = {"design": self.design, "scenario": self.scenario, "seed": self.seed,
@@ -78,6 +102,9 @@ class Run:
             (s["client_buffer"] + s["server_buffer"] + s["proxy_buffer"]
              for s in self.samples), default=0)
         out["reconnects"] = self.reconnects
+        out["connect_attempts"] = self.connect_attempts
+        recovery = self.recovery_s
+        out["recovery_s"] = recovery
         out["errors"] = len(self.errors)
         out["tasks_left"] = self.tasks_left
         out["duration_s"] = round(self.duration_s, 3)
@@ -110,6 +137,9 @@ class Run:
             ("peak queue (messages)", str(s["peak_queue"])),
             ("peak buffered (bytes)", f"{s['peak_buffered_bytes']:,}"),
             ("reconnects", str(s["reconnects"])),
+            ("connection attempts", str(s["connect_attempts"])),
+            ("back after the outage (s)", "–" if s["recovery_s"] is None else
+             "never" if math.isnan(s["recovery_s"]) else f"{s['recovery_s']:.2f}"),
             ("errors in the design", str(s["errors"])),
             ("tasks left at teardown", str(s["tasks_left"])),
             ("duration (s)", f"{s['duration_s']:.2f}"),

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from ..contract import Design
 from ..errors import DesignContractError, UnknownNameError
-from . import naive, production
+from . import library_reconnect, naive, production
 
-DESIGNS: dict[str, Design] = {d.name: d for d in [naive.DESIGN, *production.STEPS]}
+DESIGNS: dict[str, Design] = {
+    d.name: d for d in [naive.DESIGN, library_reconnect.DESIGN, *production.STEPS]
+}
 
 
 def get_design(design: "str | Design | object") -> Design:

@@ -42,7 +42,8 @@ class ReliableClient:
         self.session = Session.new(settings)
         self.session_id = uuid.UUID(int=random.Random(seed).getrandbits(128)).hex
         self.backoff = Backoff(base_s=settings.backoff_base_s, cap_s=settings.backoff_cap_s,
-                               jitter=settings.backoff_jitter, rng=random.Random(seed))
+                               factor=settings.backoff_factor, jitter=settings.backoff_jitter,
+                               rng=random.Random(seed))
         self.state = "closed"
         self.connections = 0
 

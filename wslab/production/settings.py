@@ -40,6 +40,7 @@ class Settings:
     # Reconnection (lesson 03): full jitter between 0 and base * 2**attempt, capped.
     backoff_base_s: float = 0.05
     backoff_cap_s: float = 1.0
+    backoff_factor: float = 2.0  # 1.0: a constant delay, no backoff at all
     # A connection that stayed up this long resets the backoff.
     stable_after_s: float = 1.0
 
