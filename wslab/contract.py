@@ -67,8 +67,8 @@ database goes in ``app.store``, which survives restarts. Module-level globals
 survive a restart in the lab but not in production.
 
 Guarantees the lab gives a design: its handler and client run in the lab's
-event loop under a hard time limit; when the run ends, the client task is
-cancelled, the server is closed, and any task the design started is
+event loop under a hard time limit; when the run ends, ``app.stopping`` is
+set and, after ``Design.stop_grace_s``, the client task is cancelled, the server is closed, and any task the design started is
 cancelled too. An exception raised by the handler closes that connection
 with 1011, as ``websockets`` does; an exception raised by the client ends
 that client. Both are recorded in ``run.errors``.
@@ -109,6 +109,9 @@ class Design:
     client: Client
     serve_options: Mapping[str, Any] = field(default_factory=dict)
     description: str = ""
+    # Seconds the lab waits, after setting ``app.stopping``, for the client to
+    # finish by itself before cancelling it. 0: it is cancelled at once.
+    stop_grace_s: float = 0.0
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name:
@@ -116,6 +119,8 @@ class Design:
         _check_function(self.handler, "handler", ["websocket", "app"],
                         "async def handler(websocket, app): ...")
         _check_function(self.client, "client", ["app"], "async def client(app): ...")
+        if not isinstance(self.stop_grace_s, (int, float)) or not 0 <= self.stop_grace_s <= 10:
+            raise DesignContractError(f"stop_grace_s must be seconds from 0 to 10, got {self.stop_grace_s!r}")
         if not isinstance(self.serve_options, Mapping):
             raise DesignContractError(
                 f"serve_options must be a dict of keyword arguments for websockets' serve(), "
@@ -271,12 +276,18 @@ class ServerApp(_App):
 
 
 class ClientApp(_App):
-    """The client application of lab client ``client_id``, connecting to ``uri``."""
+    """The client application of lab client ``client_id``, connecting to ``uri``.
+
+    ``stopping`` is set when the run ends: a design with ``stop_grace_s > 0``
+    may then finish by itself (flush, close with 1000, report with
+    :meth:`reject` what it could not deliver) before it is cancelled.
+    """
 
     def __init__(self, run: "_RunContext", client_id: int, uri: str, outbox: _Outbox | None) -> None:
         super().__init__(run, client_id, outbox)
         self.uri = uri
         self._connections: set[ClientConnection] = set()
+        self.stopping = asyncio.Event()
 
     def connect(self, **kwargs: Any) -> connect:
         """``websockets.connect(app.uri, proxy=None, **kwargs)``, visible to the lab.

@@ -150,11 +150,13 @@ class Refuse(Fault):
 class ServerRestart(Fault):
     """Stop the server (state lost) and start it on the same port after ``duration_s``.
 
-    With ``duration_s=None`` the server stays down until the run ends.
+    With ``duration_s=None`` the server stays down until the run ends. The
+    server closes its connections with ``close_code``: 1012 (service restart)
+    by default, 1001 (going away) for a shutdown.
     """
 
     kind: ClassVar[str] = "server restart"
-    close_code: int = 1001
+    close_code: int = 1012
 
 
 @dataclass(frozen=True, kw_only=True)

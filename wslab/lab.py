@@ -387,7 +387,7 @@ async def _execute(design: Design, scenario: Scenario, ctx: _RunContext,
             for outbox in outboxes:
                 outbox.close()
     finally:
-        tasks_left = await _teardown(ctx, server, proxy, apps, client_tasks)
+        tasks_left = await _teardown(ctx, design, server, proxy, apps, client_tasks)
     run = Run(
         design=design.name, scenario=scenario.name, seed=scenario.seed,
         clients=scenario.clients, workload=workload, faults=scenario.faults,
@@ -410,13 +410,20 @@ async def _client_main(ctx: _RunContext, design: Design, app: ClientApp) -> None
         ctx.fail(f"client {app.client_id}", exc)
 
 
-async def _teardown(ctx: _RunContext, server: _LabServer, proxy: FaultProxy,
+async def _teardown(ctx: _RunContext, design: Design, server: _LabServer, proxy: FaultProxy,
                     apps: list[ClientApp], client_tasks: list[asyncio.Task]) -> int:
     """Stop everything the run started; return how many tasks the design left behind.
 
-    The proxy goes first: resetting every connection makes each side see a
-    dead peer at once, so no close handshake can hold teardown up.
+    First, for a design with ``stop_grace_s``, a graceful stop (``app.stopping``).
+    Then the proxy: resetting every connection makes each side see a dead peer
+    at once, so no close handshake can hold teardown up.
     """
+    grace = design.stop_grace_s if client_tasks else 0
+    if grace:
+        # A graceful stop first: the network is still up, the design may flush.
+        for app in apps:
+            app.stopping.set()
+        await asyncio.wait(client_tasks, timeout=grace)
     ctx.tearing_down = True
     current = asyncio.current_task()
     await proxy.close()

@@ -60,7 +60,7 @@ def _scenarios() -> dict[str, Scenario]:
             up, FaultPlan([Cut(start_s=1.0, duration_s=0.4)]), seed=1),
         Scenario(
             "server_restart",
-            "The server restarts mid-stream (close 1001, memory lost) and is down for 0.5 s.",
+            "The server restarts mid-stream (close 1012, memory lost) and is down for 0.5 s.",
             up, FaultPlan([ServerRestart(start_s=1.0, duration_s=0.5)]), clients=3, seed=2),
         Scenario(
             "slow_consumer",
@@ -97,7 +97,8 @@ def _scenarios() -> dict[str, Scenario]:
             "messages, and is back 0.5 s later.",
             Workload(count=200, rate_per_s=100, direction="up"),
             FaultPlan([SlowConsumer(side="server", delay_s=0.02, duration_s=0.8),
-                       ServerRestart(start_s=0.8, duration_s=0.5)]), seed=8, settle_s=1.5),
+                       ServerRestart(start_s=0.8, duration_s=0.5, close_code=1001)]),
+            seed=8, settle_s=1.5),
         Scenario(
             "reconnect_storm",
             "200 clients; the server restarts and every client must come back at once.",

@@ -35,7 +35,8 @@ LIBRARY_KEEPALIVE = dict(ping_interval_s=20.0, ping_timeout_s=20.0)
 def design(name: str, settings: Settings = DEFAULT, description: str = "") -> Design:
     """A :class:`Design` running the production code with ``settings``."""
     return Design(name, handler=server.make_handler(settings), client=client.make_client(settings),
-                  serve_options=server.serve_options(settings), description=description)
+                  serve_options=server.serve_options(settings), description=description,
+                  stop_grace_s=settings.stop_timeout_s + 0.1)
 
 
 _KEEPALIVE = replace(DEFAULT, deduplicate=False, durable_sessions=False)

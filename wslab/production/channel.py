@@ -100,23 +100,36 @@ class Channel:
         self.acks_due = 0
 
     async def run(self) -> None:
-        """Serve the connection until it closes; raises :class:`ChannelClosed` then."""
+        """Serve the connection until it closes; raises :class:`ChannelClosed` then.
+
+        A closed connection ends the reader normally, and the channel cancels
+        the worker and the writer itself: no task fails, so the task group
+        never cancels its caller (which would leave a stray cancellation
+        request behind on Python 3.11).
+        """
         if resending := self.window.in_flight:  # sent on the last connection, never acknowledged
             self.metrics.inc("wslab_messages_resent_total", resending, side=self.side)
         self.window.rewind()  # a new connection resends everything unacknowledged
         self.wake.set()
-        try:
-            async with asyncio.TaskGroup() as tasks:
-                tasks.create_task(self._read())
-                tasks.create_task(self._work())
-                tasks.create_task(self._write())
-        except* (ConnectionClosed, ChannelClosed) as group:
-            reason = str(group.exceptions[0])
-            log.info("disconnected", extra={**self.fields, "reason": reason,
-                                            "unacknowledged": len(self.window.unacked)})
-            raise ChannelClosed(reason) from None
+        async with asyncio.TaskGroup() as tasks:
+            reader = tasks.create_task(self._read())
+            others = [tasks.create_task(self._work()), tasks.create_task(self._write())]
+            done, _ = await asyncio.wait([reader, *others], return_when=asyncio.FIRST_COMPLETED)
+            for task in others:
+                task.cancel()
+            reader.cancel()
+        reason = f"closed with code {self.websocket.close_code}"
+        log.info("disconnected", extra={**self.fields, "reason": reason,
+                                        "unacknowledged": len(self.window.unacked)})
+        raise ChannelClosed(reason)
 
     async def _read(self) -> None:
+        try:
+            await self._read_frames()
+        except ConnectionClosed:
+            pass  # the connection is gone: the channel ends
+
+    async def _read_frames(self) -> None:
         async for data in self.websocket:
             try:
                 frame = envelope.decode(data)
@@ -142,7 +155,6 @@ class Channel:
                     await self.websocket.close(1008, "flow control violated")
                     continue
                 self.inbox.put_nowait((frame.fields["seq"], frame.fields["body"]))
-        raise ChannelClosed(f"closed with code {self.websocket.close_code}")
 
     async def _work(self) -> None:
         while True:
@@ -167,6 +179,12 @@ class Channel:
             self.wake.set()
 
     async def _write(self) -> None:
+        try:
+            await self._write_frames()
+        except ConnectionClosed:
+            pass  # the reader sees the close too
+
+    async def _write_frames(self) -> None:
         loop = asyncio.get_running_loop()
         self.last_progress = loop.time()
         while True:

@@ -46,15 +46,53 @@ class ReliableClient:
                                rng=random.Random(seed))
         self.state = "closed"
         self.connections = 0
+        self.websocket = None
+        self._feeder: asyncio.Task | None = None
 
     async def run(self) -> None:
-        async with asyncio.TaskGroup() as tasks:
-            tasks.create_task(self._feed())
-            tasks.create_task(self._connect_forever())
+        """Run until cancelled, or until ``app.stopping`` is set and :meth:`stop` is done."""
+        try:
+            async with asyncio.TaskGroup() as tasks:
+                self._feeder = tasks.create_task(self._feed())
+                connector = tasks.create_task(self._connect_forever())
+                await self.app.stopping.wait()
+                await self.stop()
+                connector.cancel()
+        finally:
+            self.state = "closed"
+
+    async def stop(self) -> list[str]:
+        """Stop gracefully: take no new message, wait up to ``stop_timeout_s`` for
+        every kept message to be acknowledged, close with 1000, and report each
+        message still unacknowledged to the application (``app.reject``).
+        Returns the messages reported."""
+        self.state = "closing"
+        if self._feeder is not None:
+            self._feeder.cancel()
+        window, space = self.session.window, self.session.space
+        try:
+            async with asyncio.timeout(self.settings.stop_timeout_s):
+                async with space:
+                    await space.wait_for(lambda: not window.unacked)
+        except TimeoutError:
+            pass
+        undelivered = [body for _, body in window.unacked]
+        for body in undelivered:
+            self.app.reject(body, "not acknowledged before the client stopped")
+        log.info("stopped", extra={"side": "client", "client": self.app.client_id,
+                                   "undelivered": len(undelivered)})
+        if self.websocket is not None:
+            await self.websocket.close(1000, "client stopping")
+        return undelivered
 
     async def _feed(self) -> None:
         async for message in self.app.outgoing():
-            await self.session.add(message)
+            try:
+                await self.session.add(message)
+            except asyncio.CancelledError:
+                # Taken from the application, not yet kept: say so, never drop silently.
+                self.app.reject(message, "client stopped before queueing it")
+                raise
             depth = len(self.session.window.unacked)
             self.app.gauge("outbound", depth)
             self.app.metrics.set("wslab_outbound_queue_depth", depth, side="client")
@@ -73,6 +111,7 @@ class ReliableClient:
                     max_size=self.settings.max_size_bytes,
                 ) as websocket:
                     await self._hello(websocket)
+                    self.websocket = websocket
                     self.state, self.connections = "open", self.connections + 1
                     started = loop.time()
                     metrics = self.app.metrics

@@ -17,8 +17,6 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from websockets.exceptions import ConnectionClosed
-
 from . import envelope
 from .channel import Channel, ChannelClosed, Session
 from .settings import DEFAULT, Settings
@@ -69,10 +67,13 @@ async def handler(websocket, app, settings: Settings = DEFAULT) -> None:
                       side="server", metrics=app.metrics, fields=fields, on_bad_frame=bad_frame)
     try:
         async with asyncio.TaskGroup() as tasks:
-            tasks.create_task(push())
-            tasks.create_task(channel.run())
-    except* (ChannelClosed, ConnectionClosed):
-        pass
+            pusher = tasks.create_task(push())
+            try:
+                await channel.run()
+            except ChannelClosed:
+                pass
+            finally:
+                pusher.cancel()
     finally:
         if session.websocket is websocket:
             session.websocket = None

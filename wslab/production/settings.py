@@ -59,5 +59,9 @@ class Settings:
     # A first frame that does not come within this is a client to drop.
     hello_timeout_s: float = 2.0
 
+    # Graceful stop (lesson 08): how long stop() waits for every message to be
+    # acknowledged before it closes (1000) and reports the rest as not delivered.
+    stop_timeout_s: float = 0.4
+
 
 DEFAULT = Settings()
