@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--clients", type=int, help="override the number of clients (1-1000)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=_run)
-    p = commands.add_parser("bench", help="proxy overhead and latency accuracy")
+    p = commands.add_parser("bench", help="proxy overhead, injected latency accuracy, production vs raw echo, dead-peer detection")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=_bench)
     args = parser.parse_args(argv)

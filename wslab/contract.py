@@ -199,6 +199,8 @@ class _App:
         self._run = run
         self.client_id = client_id
         self._outbox = outbox
+        # A seed for the design's own random choices (jitter): the run's seed and this client.
+        self.seed = run.seed * 100_003 + (client_id if client_id is not None else -1)
 
     async def next_message(self) -> str | None:
         """The next message this application wants sent, or None when it has no more.

@@ -79,6 +79,7 @@ class _RunContext:
     workload: Workload
     plan: FaultPlan
     t0: float
+    seed: int = 0
     ledger: Ledger = field(default_factory=Ledger)
     gauges: dict[tuple[str, int | None], float] = field(default_factory=dict)
     errors: list[DesignFailure] = field(default_factory=list)
@@ -309,7 +310,8 @@ async def arun(
         raise ConfigError(f"workload must be a wslab.Workload, got {workload!r}")
 
     loop = asyncio.get_running_loop()
-    ctx = _RunContext(workload=chosen.workload, plan=chosen.faults, t0=loop.time())
+    ctx = _RunContext(workload=chosen.workload, plan=chosen.faults, t0=loop.time(),
+                      seed=chosen.seed)
     token = _current_run.set(ctx)
     _install_factory(loop)
     log_capture = _LogCapture(ctx)

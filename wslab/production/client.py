@@ -156,7 +156,7 @@ def make_client(settings: Settings):
     """The design contract's client with these settings: a :class:`ReliableClient`."""
 
     async def production_client(app) -> None:
-        await ReliableClient(app, settings, seed=app.client_id).run()
+        await ReliableClient(app, settings, seed=app.seed).run()
 
     return production_client
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..errors import ConfigError
+
 
 @dataclass(frozen=True)
 class Settings:
@@ -29,11 +31,12 @@ class Settings:
     backoff_jitter: str = "full"
 
     # Keepalive (lesson 06), through the library's own ping/pong:
-    # a dead peer is noticed within ping_interval_s + ping_timeout_s.
+    # a dead peer is noticed within ping_interval_s + ping_timeout_s, and the
+    # connection is closed (the client reconnects) at most close_timeout_s later.
     ping_interval_s: float = 0.25
     ping_timeout_s: float = 0.5
     # Closing a dead connection politely would wait this long for the peer.
-    close_timeout_s: float = 0.3
+    close_timeout_s: float = 0.1
     # A handshake through a latency spike needs a few round trips.
     open_timeout_s: float = 2.0
 
@@ -48,8 +51,8 @@ class Settings:
     # acknowledged (capacity) and how many of them may be on the wire at once
     # (window). The window is the receiver's credit: its queue never holds more,
     # so it always keeps reading its socket and answering pings.
-    capacity: int = 64
-    window: int = 16
+    capacity: int = 128
+    window: int = 32
     # No acknowledgement for this long while messages are in flight: go back
     # and resend from the oldest (an acknowledgement or a message was lost).
     ack_timeout_s: float = 0.4
@@ -64,4 +67,16 @@ class Settings:
     stop_timeout_s: float = 0.4
 
 
+    def __post_init__(self) -> None:
+        if not 1 <= self.window <= self.capacity:
+            raise ConfigError(f"need 1 <= window <= capacity, got {self.window}, {self.capacity}")
+        if not self.acknowledgements and self.window < UNBOUNDED:
+            raise ConfigError(
+                "without acknowledgements nothing stays in the window, so it cannot bound the "
+                f"peer's queue: use window=capacity={UNBOUNDED} (unbounded) with acknowledgements=False")
+        if self.backoff_jitter not in ("none", "full", "decorrelated"):
+            raise ConfigError(f"backoff_jitter must be 'none', 'full' or 'decorrelated', got {self.backoff_jitter!r}")
+
+
+UNBOUNDED = 10**9
 DEFAULT = Settings()
