@@ -37,7 +37,8 @@ frames = st.one_of(
     frame_objects.map(lambda obj: json.dumps(obj, allow_nan=True)),
 )
 
-ALLOWED_CLOSES = {None, 1000, 1001, 1008, 1009, 1011, envelope.SUPERSEDED}
+ALLOWED_CLOSES = {None, 1000, 1001, 1008, 1009, 1011, envelope.SUPERSEDED,
+                  envelope.UNAUTHORIZED, envelope.FORBIDDEN}
 
 
 def run_fuzz(sent_frames: list) -> tuple[wslab.Run, dict]:
@@ -46,7 +47,8 @@ def run_fuzz(sent_frames: list) -> tuple[wslab.Run, dict]:
     async def client(app):
         async with app.connect() as websocket:
             if app.client_id == 0:
-                await websocket.send(envelope.encode("hello", session="fuzz", down_next=0))
+                await websocket.send(envelope.encode("hello", session="fuzz", down_next=0,
+                                                     token=await app.fetch_token()))
                 for frame in sent_frames:
                     await websocket.send(frame)
                 await websocket.send(envelope.encode("ack", seq=0))  # a last, valid frame
@@ -58,7 +60,8 @@ def run_fuzz(sent_frames: list) -> tuple[wslab.Run, dict]:
                     pass
                 seen["close"] = websocket.close_code
             else:
-                await websocket.send(envelope.encode("hello", session="honest", down_next=0))
+                await websocket.send(envelope.encode("hello", session="honest", down_next=0,
+                                                     token=await app.fetch_token()))
                 await websocket.recv()  # welcome
                 body = await app.next_message()
                 await websocket.send(envelope.encode("msg", seq=0, body=body))

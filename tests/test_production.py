@@ -107,7 +107,8 @@ def probe(frames_to_send):
 
     async def client(app):
         async with app.connect() as websocket:
-            await websocket.send(envelope.encode("hello", session="probe", down_next=0))
+            await websocket.send(envelope.encode("hello", session="probe", down_next=0,
+                                                 token=await app.fetch_token()))
             for frame in frames_to_send:
                 await websocket.send(frame)
             body = await app.next_message()
@@ -161,7 +162,8 @@ def test_a_flooding_client_is_cut_and_others_keep_their_service():
             await good_client(app)
             return
         async with app.connect() as websocket:
-            await websocket.send(envelope.encode("hello", session="flood", down_next=0))
+            await websocket.send(envelope.encode("hello", session="flood", down_next=0,
+                                                 token=await app.fetch_token()))
             await websocket.recv()
             try:
                 for seq in range(10_000):  # far beyond the window: no flow control
@@ -198,7 +200,7 @@ def test_recovery_time_and_connection_attempts():
     assert wslab.run("production", "slow_consumer").summary()["recovery_s"] is None
 
 
-@pytest.mark.parametrize("name", ["reconnect", "durable", "backpressure", "keepalive"])
+@pytest.mark.parametrize("name", ["reconnect", "durable", "backpressure", "keepalive", "auth"])
 def test_each_step_adds_what_it_says(name):
     step = {d.name: d for d in wslab.DESIGNS.values()}[name]
     assert step.description

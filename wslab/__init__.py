@@ -10,10 +10,11 @@ Start with ``notebooks/00_start_here.ipynb``.
 
 from .contract import ClientApp, Design, ServerApp
 from .designs import DESIGNS, get_design
-from .errors import (ConfigError, DesignContractError, DesignHangError, RunError,
-                     RunTimeoutError, UnknownNameError, WslabError)
+from .errors import (AuthError, ConfigError, DesignContractError, DesignHangError, RunError,
+                     RunTimeoutError, TokenExpired, TokenInvalid, TokenRevoked, UnknownNameError,
+                     WslabError)
 from .faults import (Bandwidth, BlackHole, Cut, Fault, FaultPlan, FrameFault, Latency,
-                     Refuse, ServerRestart, SlowConsumer)
+                     Refuse, Revoke, ServerRestart, SlowConsumer)
 from .frames import Frame, TextContaining
 from .lab import arun, run
 from .ledger import Ledger
@@ -25,10 +26,10 @@ from .workload import Workload
 __version__ = "0.1.0"
 
 __all__ = [
-    "Bandwidth", "BlackHole", "ClientApp", "ConfigError", "Cut", "DESIGNS", "Design",
+    "AuthError", "Bandwidth", "BlackHole", "ClientApp", "ConfigError", "Cut", "DESIGNS", "Design",
     "DesignContractError", "DesignHangError", "Fault", "FaultPlan", "FaultProxy", "Frame",
-    "FrameFault", "Latency", "Ledger", "Refuse", "Run", "RunError", "RunTimeoutError",
-    "SCENARIOS", "Scenario", "ServerApp", "ServerRestart", "SlowConsumer", "TextContaining",
+    "FrameFault", "Latency", "Ledger", "Refuse", "Revoke", "Run", "RunError", "RunTimeoutError",
+    "SCENARIOS", "Scenario", "ServerApp", "ServerRestart", "SlowConsumer", "TextContaining", "TokenExpired", "TokenInvalid", "TokenRevoked",
     "UnknownNameError", "Workload", "WslabError", "arun", "get_design", "get_scenario", "run",
 ]
 

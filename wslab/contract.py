@@ -237,6 +237,10 @@ class _App:
         """The run's :class:`~wslab.observability.Metrics`, shared by every connection."""
         return self._run.metrics
 
+    def now(self) -> float:
+        """Seconds since the run started (the clock of fault windows and tokens)."""
+        return self._run.now()
+
     def gauge(self, name: str, value: float) -> None:
         """Report a number the lab samples over time (for example a queue's depth)."""
         self._run.gauges[(name, self.client_id)] = value
@@ -256,6 +260,12 @@ class ServerApp(_App):
         super().__init__(run, client_id, outbox)
         self.state = state
         self.store = store
+
+    def verify_token(self, token: object):
+        """The :class:`~wslab.auth.Claims` of a client's token, or raise
+        :class:`~wslab.errors.TokenInvalid`, ``TokenExpired`` or ``TokenRevoked``
+        (each with the ``close_code`` to answer with)."""
+        return self._run.auth.verify(token, self._run.now())
 
     async def process(self, message: str | bytes) -> str | None:
         """Process one message from the client; return the reply to send, if any.
@@ -299,6 +309,16 @@ class ClientApp(_App):
         kwargs.setdefault("proxy", None)
         kwargs.setdefault("create_connection", _TrackedClientConnection)
         return connect(self.uri, **kwargs)
+
+    async def fetch_token(self) -> str:
+        """A fresh token for this client from the lab's identity provider.
+
+        Raises :class:`~wslab.errors.TokenRevoked` once the client's sessions
+        were revoked (:class:`~wslab.faults.Revoke`). Tokens live
+        ``Scenario.token_ttl_s``.
+        """
+        await asyncio.sleep(0)  # a call to the identity provider
+        return self._run.auth.issue(f"c{self.client_id}", self._run.now())
 
     async def deliver(self, message: str | bytes) -> None:
         """Hand one received message to the client application.

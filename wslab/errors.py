@@ -6,9 +6,13 @@ The hierarchy::
     ├── ConfigError (ValueError)    bad input to the lab: a name, a number, a shape
     │   ├── UnknownNameError        a design or scenario name that does not exist
     │   └── DesignContractError     an object that does not fit the design contract
-    └── RunError (RuntimeError)     a run that could not finish cleanly
-        ├── RunTimeoutError         the run passed its hard time limit
-        └── DesignHangError         the design ignored cancellation at teardown
+    ├── RunError (RuntimeError)     a run that could not finish cleanly
+    │   ├── RunTimeoutError         the run passed its hard time limit
+    │   └── DesignHangError         the design ignored cancellation at teardown
+    └── AuthError                   a token the lab's authority refuses (``code``)
+        ├── TokenInvalid            not issued by the authority, or damaged
+        ├── TokenExpired            past its expiry
+        └── TokenRevoked            its subject's sessions were revoked
 
 Messages say what was expected and what to do about it; the original exception,
 when there is one, is chained with ``from``.
@@ -62,3 +66,27 @@ class DesignHangError(RunError):
     def __init__(self, message: str, tasks: list[str]) -> None:
         self.tasks = tasks
         super().__init__(message)
+
+
+class AuthError(WslabError):
+    """A token refused by the lab's :class:`~wslab.auth.TokenAuthority`.
+
+    ``close_code`` is the WebSocket close code a server should answer with:
+    4401 (authenticate again) or 4403 (forbidden: do not retry).
+    """
+
+    close_code = 4401
+
+
+class TokenInvalid(AuthError):
+    """The token was not issued by the authority, or was altered."""
+
+
+class TokenExpired(AuthError):
+    """The token is past its expiry: get a new one and present it."""
+
+
+class TokenRevoked(AuthError):
+    """The subject's sessions were revoked: retrying will not help."""
+
+    close_code = 4403

@@ -26,6 +26,7 @@ Faults applied by the lab:
   and starts again on the same port after ``duration_s``.
 - :class:`SlowConsumer`: the receiving application on one side takes
   ``delay_s`` to process each message.
+- :class:`Revoke`: the identity provider revokes some clients' sessions.
 """
 
 from __future__ import annotations
@@ -174,6 +175,14 @@ class SlowConsumer(Fault):
 
     def describe(self) -> str:
         return f"slow {self.side} ({self.delay_s * 1000:g} ms each)" + super().describe().removeprefix("slow consumer")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Revoke(Fault):
+    """At ``start_s`` the identity provider revokes the sessions of ``clients``
+    (all when None): their tokens stop verifying and they get no new ones."""
+
+    kind: ClassVar[str] = "revoke"
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -36,7 +36,8 @@ from websockets.asyncio.server import Server, serve
 from .contract import ClientApp, Design, ServerApp, _current_client, _Outbox
 from .designs import get_design
 from .errors import ConfigError, DesignHangError, RunTimeoutError
-from .faults import BlackHole, Cut, FaultPlan, ServerRestart, SlowConsumer
+from .auth import TokenAuthority
+from .faults import BlackHole, Cut, FaultPlan, Revoke, ServerRestart, SlowConsumer
 from .ledger import Ledger
 from .observability import Metrics, log_fields
 from .proxy import BACKLOG, HOST, FaultProxy, queued_bytes
@@ -80,6 +81,7 @@ class _RunContext:
     plan: FaultPlan
     t0: float
     seed: int = 0
+    auth: TokenAuthority = field(default_factory=lambda: TokenAuthority(b"wslab", 3600.0))
     ledger: Ledger = field(default_factory=Ledger)
     gauges: dict[tuple[str, int | None], float] = field(default_factory=dict)
     errors: list[DesignFailure] = field(default_factory=list)
@@ -230,7 +232,7 @@ async def _produce(ctx: _RunContext, outbox: _Outbox, prefix: str) -> None:
         outbox.close()
 
 
-async def _nemesis(ctx: _RunContext, proxy: FaultProxy, server: _LabServer) -> None:
+async def _nemesis(ctx: _RunContext, proxy: FaultProxy, server: _LabServer, clients: int) -> None:
     """Apply the faults that act at a moment (cut, black hole, restart)."""
 
     async def at(t: float) -> None:
@@ -244,6 +246,9 @@ async def _nemesis(ctx: _RunContext, proxy: FaultProxy, server: _LabServer) -> N
             proxy.cut(fault.clients)
         elif isinstance(fault, BlackHole):
             proxy.black_hole(fault.direction, fault.clients)
+        elif isinstance(fault, Revoke):
+            for client in (fault.clients if fault.clients is not None else range(clients)):
+                ctx.auth.revoke(f"c{client}")
         elif isinstance(fault, ServerRestart):
             await server.stop(fault.close_code)
             if fault.duration_s is not None:
@@ -252,7 +257,7 @@ async def _nemesis(ctx: _RunContext, proxy: FaultProxy, server: _LabServer) -> N
 
     async with asyncio.TaskGroup() as tg:
         for fault in ctx.plan:
-            if isinstance(fault, (Cut, BlackHole, ServerRestart)):
+            if isinstance(fault, (Cut, BlackHole, ServerRestart, Revoke)):
                 tg.create_task(act(fault), name=f"wslab nemesis {fault.kind}")
 
 
@@ -311,7 +316,8 @@ async def arun(
 
     loop = asyncio.get_running_loop()
     ctx = _RunContext(workload=chosen.workload, plan=chosen.faults, t0=loop.time(),
-                      seed=chosen.seed)
+                      seed=chosen.seed,
+                      auth=TokenAuthority(f"wslab-{chosen.seed}".encode(), chosen.token_ttl_s))
     token = _current_run.set(ctx)
     _install_factory(loop)
     log_capture = _LogCapture(ctx)
@@ -367,7 +373,7 @@ async def _execute(design: Design, scenario: Scenario, ctx: _RunContext,
                 for prefix, outboxes_of in (("u", up), ("d", down))
                 for i, outbox in outboxes_of.items()
             ]
-            nemesis = lab.create_task(_nemesis(ctx, proxy, server), name="wslab nemesis")
+            nemesis = lab.create_task(_nemesis(ctx, proxy, server, scenario.clients), name="wslab nemesis")
             for app in apps:
                 client_tasks.append(asyncio.create_task(_client_main(ctx, design, app),
                                                         name=f"wslab client {app.client_id}"))

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 
 from .errors import ConfigError, UnknownNameError
-from .faults import (BlackHole, Cut, FaultPlan, FrameFault, Latency, ServerRestart,
+from .faults import (BlackHole, Cut, FaultPlan, FrameFault, Latency, Revoke, ServerRestart,
                      SlowConsumer)
 from .frames import TextContaining
 from .workload import Workload
@@ -28,6 +28,7 @@ class Scenario:
     seed: int = 0
     settle_s: float = 1.0
     time_limit_s: float = 30.0
+    token_ttl_s: float = 3600.0  # how long the lab's tokens live (lesson 09)
 
     def __post_init__(self) -> None:
         if not isinstance(self.faults, FaultPlan):
@@ -38,6 +39,8 @@ class Scenario:
             raise ConfigError(f"seed must be an integer, got {self.seed!r}")
         if not isinstance(self.settle_s, (int, float)) or self.settle_s < 0:
             raise ConfigError(f"settle_s must be seconds >= 0, got {self.settle_s!r}")
+        if not isinstance(self.token_ttl_s, (int, float)) or self.token_ttl_s <= 0:
+            raise ConfigError(f"token_ttl_s must be seconds > 0, got {self.token_ttl_s!r}")
         if not isinstance(self.time_limit_s, (int, float)) or self.time_limit_s <= 0:
             raise ConfigError(f"time_limit_s must be seconds > 0, got {self.time_limit_s!r}")
 
@@ -99,6 +102,13 @@ def _scenarios() -> dict[str, Scenario]:
             FaultPlan([SlowConsumer(side="server", delay_s=0.02, duration_s=0.8),
                        ServerRestart(start_s=0.8, duration_s=0.5, close_code=1001)]),
             seed=8, settle_s=1.5),
+        Scenario(
+            "token_expiry",
+            "Tokens live 0.6 s, so clients must refresh mid-stream; client 1's session is "
+            "revoked at 1.2 s (its later messages can only be refused).",
+            Workload(count=200, rate_per_s=100, direction="up"),
+            FaultPlan([Revoke(start_s=1.2, clients=frozenset({1}))]), clients=2, seed=10,
+            token_ttl_s=0.6),
         Scenario(
             "reconnect_storm",
             "200 clients; the server restarts and every client must come back at once.",

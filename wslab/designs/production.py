@@ -15,6 +15,8 @@ design          adds   mechanisms on
 ``backpressure`` 05    + bounded window and capacity (credit-based flow control)
 ``keepalive``   06     + ping every 0.25 s, a dead peer noticed within 0.75 s
                        (and its connection closed 0.1 s later)
+``auth``        09     + expiring tokens: checked at the hello, refreshed in-band,
+                       4401 on expiry, 4403 on revocation (no retry storm)
 ``production``  10–12  + de-duplication by sequence number, sessions in the durable store
 ==============  =====  =================================================================
 
@@ -39,7 +41,8 @@ def design(name: str, settings: Settings = DEFAULT, description: str = "") -> De
                   stop_grace_s=settings.stop_timeout_s + 0.1)
 
 
-_KEEPALIVE = replace(DEFAULT, deduplicate=False, durable_sessions=False)
+_AUTH = replace(DEFAULT, deduplicate=False, durable_sessions=False)
+_KEEPALIVE = replace(_AUTH, require_token=False)
 _BACKPRESSURE = replace(_KEEPALIVE, **LIBRARY_KEEPALIVE)
 _DURABLE = replace(_BACKPRESSURE, capacity=UNBOUNDED, window=UNBOUNDED)
 _RECONNECT = replace(_DURABLE, acknowledgements=False)
@@ -55,6 +58,9 @@ STEPS: list[Design] = [
            "+ bounded window and capacity: the producer waits, memory stays bounded."),
     design("keepalive", _KEEPALIVE,
            "+ keepalive tuned to the lab's time: a dead peer is noticed within 0.75 s."),
+    design("auth", _AUTH,
+           "+ a token at the hello, refreshed in-band before it expires; 4401 when it "
+           "expires, 4403 when revoked (and then no retry)."),
     design("production", DEFAULT,
            "Everything: reconnection with full-jitter backoff, durable outbound window with "
            "cumulative acknowledgements and go-back-N resend, de-duplication by sequence number "

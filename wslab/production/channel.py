@@ -91,7 +91,8 @@ class Channel:
     def __init__(self, websocket, session: Session, *,
                  deliver: Callable[[str], Awaitable[str | None]], settings: Settings,
                  side: str, metrics, fields: dict,
-                 on_bad_frame: Callable[[envelope.BadFrame], Awaitable[None]] | None = None) -> None:
+                 on_bad_frame: Callable[[envelope.BadFrame], Awaitable[None]] | None = None,
+                 on_frame: Callable[[envelope.Frame], Awaitable[None]] | None = None) -> None:
         self.websocket, self.session, self.settings = websocket, session, settings
         self.side, self.metrics, self.fields = side, metrics, fields
         for name, text in METRICS_HELP.items():
@@ -99,6 +100,7 @@ class Channel:
         self.window, self.inbound = session.window, session.inbound
         self.deliver = deliver
         self.on_bad_frame = on_bad_frame
+        self.on_frame = on_frame  # any other frame type (hello, auth...)
         self.inbox: asyncio.Queue[tuple[int, str]] = asyncio.Queue(maxsize=2 * settings.window)
         self.wake = session.wake
         self.acks_due = 0
@@ -159,6 +161,8 @@ class Channel:
                     await self.websocket.close(1008, "flow control violated")
                     continue
                 self.inbox.put_nowait((frame.fields["seq"], frame.fields["body"]))
+            elif self.on_frame is not None:
+                await self.on_frame(frame)
 
     async def _work(self) -> None:
         while True:

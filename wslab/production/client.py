@@ -23,6 +23,9 @@ import uuid
 
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
+from ..auth import token_expires_s
+from ..errors import TokenRevoked
+
 from . import envelope
 from .backoff import Backoff
 from .channel import Channel, ChannelClosed, Session
@@ -47,6 +50,7 @@ class ReliableClient:
         self.state = "closed"
         self.connections = 0
         self.websocket = None
+        self.revoked = False
         self._feeder: asyncio.Task | None = None
 
     async def run(self) -> None:
@@ -102,7 +106,9 @@ class ReliableClient:
         while True:
             self.state = "connecting"
             started = loop.time()
+            websocket = None
             try:
+                token = await self.app.fetch_token() if self.settings.require_token else None
                 async with self.app.connect(
                     ping_interval=self.settings.ping_interval_s,
                     ping_timeout=self.settings.ping_timeout_s,
@@ -110,34 +116,92 @@ class ReliableClient:
                     open_timeout=self.settings.open_timeout_s,
                     max_size=self.settings.max_size_bytes,
                 ) as websocket:
-                    await self._hello(websocket)
+                    await self._hello(websocket, token)
                     self.websocket = websocket
                     self.state, self.connections = "open", self.connections + 1
                     started = loop.time()
-                    metrics = self.app.metrics
-                    metrics.inc("wslab_connections_opened_total", side="client")
-                    if self.connections > 1:
-                        metrics.inc("wslab_reconnects_total", side="client")
-                    fields = {"side": "client", "client": self.app.client_id,
-                              "session": self.session_id[:8], "conn": str(websocket.id)[:8]}
-                    log.info("connected", extra={**fields, "attempt": self.backoff.attempt,
-                                                 "unacknowledged": len(self.session.window.unacked)})
-                    await Channel(websocket, self.session, deliver=self._deliver,
-                                  settings=self.settings, side="client", metrics=metrics,
-                                  fields=fields).run()
+                    await self._serve(websocket, token)
+            except TokenRevoked:
+                return await self._revoked()
             except RETRYABLE as exc:
                 if self.state == "connecting":
                     self.app.metrics.inc("wslab_connect_failures_total", side="client")
                     log.info("connect failed", extra={"side": "client", "client": self.app.client_id,
                                                       "error": type(exc).__name__})
+            code = getattr(websocket, "close_code", None)
+            if code == envelope.FORBIDDEN or self.revoked:
+                return await self._revoked()
+            if code == envelope.UNAUTHORIZED:
+                continue  # a new token, and straight back: not a failure to back off from
             if loop.time() - started >= self.settings.stable_after_s:
                 self.backoff.reset()
             self.state = "backing off"
             await asyncio.sleep(self.backoff.next_delay())
 
-    async def _hello(self, websocket) -> None:
-        await websocket.send(envelope.encode(
-            "hello", session=self.session_id, down_next=self.session.inbound.next_expected))
+    async def _serve(self, websocket, token: str | None) -> None:
+        metrics = self.app.metrics
+        metrics.inc("wslab_connections_opened_total", side="client")
+        if self.connections > 1:
+            metrics.inc("wslab_reconnects_total", side="client")
+        fields = {"side": "client", "client": self.app.client_id,
+                  "session": self.session_id[:8], "conn": str(websocket.id)[:8]}
+        log.info("connected", extra={**fields, "attempt": self.backoff.attempt,
+                                     "unacknowledged": len(self.session.window.unacked)})
+        channel = Channel(websocket, self.session, deliver=self._deliver, settings=self.settings,
+                          side="client", metrics=metrics, fields=fields)
+        closed: ChannelClosed | None = None
+        async with asyncio.TaskGroup() as tasks:
+            refresher = tasks.create_task(self._refresh(websocket, token, fields))
+            try:
+                await channel.run()
+            except ChannelClosed as exc:
+                closed = exc  # raised inside the group, it would come out as an ExceptionGroup
+            finally:
+                refresher.cancel()
+        if closed is not None:
+            raise closed
+
+    async def _refresh(self, websocket, token: str | None, fields: dict) -> None:
+        """Send a fresh token before the current one expires (lesson 09).
+
+        With ``refresh_when_left == 0`` it never does: the server closes 4401
+        at expiry and the client reconnects with a new token instead.
+        """
+        if token is None or not self.settings.refresh_when_left:
+            return
+        try:
+            while True:
+                left = token_expires_s(token) - self.app.now()
+                await asyncio.sleep(max(0.0, left * (1 - self.settings.refresh_when_left)))
+                token = await self.app.fetch_token()
+                await websocket.send(envelope.encode("auth", token=token))
+                self.app.metrics.inc("wslab_token_refreshes_total", side="client")
+                log.info("token refreshed", extra=fields)
+        except TokenRevoked:
+            log.info("session revoked: closing", extra=fields)
+            await websocket.close(1000, "session revoked")
+            self.revoked = True
+        except ConnectionClosed:
+            pass  # the channel ends too
+
+    async def _revoked(self) -> None:
+        """Revoked: stop for good, and tell the application about every message
+        held and every message still to come (rejected, never silently lost)."""
+        self.state = "revoked"
+        log.info("revoked: giving up", extra={"side": "client", "client": self.app.client_id,
+                                              "undelivered": len(self.session.window.unacked)})
+        if self._feeder is not None:
+            self._feeder.cancel()
+        for body in self.session.window.clear():
+            self.app.reject(body, "session revoked")
+        async for message in self.app.outgoing():
+            self.app.reject(message, "session revoked")
+
+    async def _hello(self, websocket, token: str | None) -> None:
+        hello = {"session": self.session_id, "down_next": self.session.inbound.next_expected}
+        if token is not None:
+            hello["token"] = token
+        await websocket.send(envelope.encode("hello", **hello))
         async with asyncio.timeout(self.settings.open_timeout_s):
             frame = envelope.decode(await websocket.recv())
         if frame.type != "welcome":

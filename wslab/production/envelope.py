@@ -5,7 +5,10 @@ frame                 meaning
 ====================  ===========================================================
 ``hello``             client → server, first frame: ``session`` (a string the
                       client keeps across reconnections), ``down_next`` (the
-                      next server→client number it expects)
+                      next server→client number it expects), ``token`` (when
+                      the server requires one)
+``auth``              client → server: ``token``, a fresh token before the
+                      current one expires (no reconnection needed)
 ``welcome``           server → client, answer to hello: ``up_next`` (the next
                       client→server number the server expects)
 ``msg``               either way: ``seq`` (int ≥ 0) and ``body`` (the message)
@@ -24,6 +27,9 @@ unknown ``t``                             error ``unknown_type``
 missing or wrongly typed field            error ``bad_field`` (names the field)
 binary frame                              error ``binary_not_supported``
 first frame is not a ``hello``            close 1008 (policy violation)
+missing, invalid or expired token         close 4401: get a new token, reconnect
+(at hello, on ``auth``, or on expiry)
+revoked session                           close 4403: do not retry
 frame larger than ``max_size``            close 1009 (message too big), by websockets
 more unacknowledged messages than the     close 1008 "flow control violated": that
 window allows (a flood)                   client is cut, the others keep their service
@@ -39,6 +45,8 @@ from dataclasses import dataclass
 from typing import Any
 
 SUPERSEDED = 4001
+UNAUTHORIZED = 4401  # as HTTP 401: authenticate (again)
+FORBIDDEN = 4403  # as HTTP 403: revoked, do not retry
 
 
 class BadFrame(ValueError):
@@ -57,6 +65,7 @@ class Frame:
 
 _FIELDS: dict[str, dict[str, type]] = {
     "hello": {"session": str, "down_next": int},
+    "auth": {"token": str},
     "welcome": {"up_next": int},
     "msg": {"seq": int, "body": str},
     "ack": {"seq": int},
@@ -88,4 +97,6 @@ def decode(data: str | bytes) -> Frame:
                 expected is int and field < 0):
             raise BadFrame("bad_field", f"{kind}.{name} must be {'an int >= 0' if expected is int else 'a string'}")
         fields[name] = field
+    if kind == "hello" and isinstance(value.get("token"), str):
+        fields["token"] = value["token"]  # optional: required by servers that authenticate
     return Frame(kind, fields)

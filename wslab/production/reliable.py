@@ -71,6 +71,13 @@ class OutboundWindow:
         self._send_index = max(0, self._send_index - removed)
         return removed
 
+    def clear(self) -> list[str]:
+        """Give up on everything kept; return the bodies (to report them)."""
+        bodies = [body for _, body in self.unacked]
+        self.unacked.clear()
+        self._send_index = 0
+        return bodies
+
     def next_to_send(self) -> tuple[int, str] | None:
         """The next message to put on the wire, if the window allows one."""
         if self._send_index < len(self.unacked) and self._send_index < self.window:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from ..errors import AuthError
 from . import envelope
 from .channel import Channel, ChannelClosed, Session
 from .settings import DEFAULT, Settings
@@ -35,6 +36,9 @@ async def handler(websocket, app, settings: Settings = DEFAULT) -> None:
         log.info("no hello: closing 1008", extra={"side": "server", "client": app.client_id,
                                                   "error": str(exc) or type(exc).__name__})
         await websocket.close(1008, str(exc)[:120])
+        return
+    token = _Token(app, settings)
+    if settings.require_token and not await token.accept(websocket, frame.fields.get("token")):
         return
     memory = app.store if settings.durable_sessions else app.state
     sessions = memory.setdefault("sessions", {})
@@ -63,20 +67,69 @@ async def handler(websocket, app, settings: Settings = DEFAULT) -> None:
             await session.add(message)
         await asyncio.Future()  # nothing more to push; keep the channel company
 
+    async def other_frame(frame: envelope.Frame) -> None:
+        if frame.type == "auth" and settings.require_token:
+            await token.accept(websocket, frame.fields["token"])
+
     channel = Channel(websocket, session, deliver=app.process, settings=settings,
-                      side="server", metrics=app.metrics, fields=fields, on_bad_frame=bad_frame)
+                      side="server", metrics=app.metrics, fields=fields, on_bad_frame=bad_frame,
+                      on_frame=other_frame)
     try:
         async with asyncio.TaskGroup() as tasks:
-            pusher = tasks.create_task(push())
+            helpers = [tasks.create_task(push())]
+            if settings.require_token:
+                helpers.append(tasks.create_task(token.enforce_expiry(websocket)))
             try:
                 await channel.run()
             except ChannelClosed:
                 pass
             finally:
-                pusher.cancel()
+                for helper in helpers:
+                    helper.cancel()
     finally:
         if session.websocket is websocket:
             session.websocket = None
+
+
+class _Token:
+    """The token of one connection: checked at the hello and on every refresh;
+    the connection is closed 4401 when it expires unrefreshed (lesson 09)."""
+
+    def __init__(self, app, settings: Settings) -> None:
+        self.app, self.settings = app, settings
+        self.expires_s = 0.0
+        self.refreshed = asyncio.Event()
+
+    async def accept(self, websocket, token: object) -> bool:
+        """Verify ``token``; on success extend the connection, else close it."""
+        try:
+            claims = self.app.verify_token(token)
+        except AuthError as exc:
+            code = exc.close_code if token is not None else envelope.UNAUTHORIZED
+            self.app.metrics.inc("wslab_auth_refused_total", side="server", code=code)
+            log.info("token refused", extra={"side": "server", "client": self.app.client_id,
+                                             "code": code, "error": str(exc)})
+            await websocket.close(code, str(exc)[:120])
+            return False
+        self.expires_s = claims.expires_s
+        self.refreshed.set()
+        return True
+
+    async def enforce_expiry(self, websocket) -> None:
+        while True:
+            self.refreshed.clear()
+            left = self.expires_s - self.app.now()
+            if left <= 0:
+                self.app.metrics.inc("wslab_auth_refused_total", side="server",
+                                     code=envelope.UNAUTHORIZED)
+                log.info("token expired: closing 4401",
+                         extra={"side": "server", "client": self.app.client_id})
+                await websocket.close(envelope.UNAUTHORIZED, "token expired")
+                return
+            try:
+                await asyncio.wait_for(self.refreshed.wait(), left)
+            except TimeoutError:
+                pass
 
 
 def make_handler(settings: Settings):

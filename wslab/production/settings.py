@@ -29,6 +29,9 @@ class Settings:
     durable_sessions: bool = True
     # How reconnection delays are jittered: "full", "decorrelated" or "none".
     backoff_jitter: str = "full"
+    # Require a token at the hello, refresh it in-band, close 4401 when it
+    # expires and 4403 when revoked (lesson 09).
+    require_token: bool = True
 
     # Keepalive (lesson 06), through the library's own ping/pong:
     # a dead peer is noticed within ping_interval_s + ping_timeout_s, and the
@@ -66,6 +69,10 @@ class Settings:
     # acknowledged before it closes (1000) and reports the rest as not delivered.
     stop_timeout_s: float = 0.4
 
+    # Tokens (lesson 09): refresh in-band when this fraction of the token's life
+    # is left; 0: never (reconnect with a new token after the server's 4401).
+    refresh_when_left: float = 0.4
+
 
     def __post_init__(self) -> None:
         if not 1 <= self.window <= self.capacity:
@@ -74,6 +81,8 @@ class Settings:
             raise ConfigError(
                 "without acknowledgements nothing stays in the window, so it cannot bound the "
                 f"peer's queue: use window=capacity={UNBOUNDED} (unbounded) with acknowledgements=False")
+        if not 0 <= self.refresh_when_left < 1:
+            raise ConfigError(f"refresh_when_left must be in [0, 1), got {self.refresh_when_left!r}")
         if self.backoff_jitter not in ("none", "full", "decorrelated"):
             raise ConfigError(f"backoff_jitter must be 'none', 'full' or 'decorrelated', got {self.backoff_jitter!r}")
 
