@@ -13,6 +13,9 @@ from wslab import Design, Workload
 from wslab.production import envelope, server
 from wslab.production.backoff import Backoff
 from wslab.production.reliable import InboundSequence, OutboundWindow
+from dataclasses import replace
+
+from wslab.designs.production import design
 from wslab.production.settings import DEFAULT
 
 pytestmark = pytest.mark.timeout(120)
@@ -208,3 +211,47 @@ def test_each_step_adds_what_it_says(name):
     assert s["reconnects"] >= 1  # every step reconnects
     if name != "reconnect":
         assert s["lost"] == 0  # from 'durable' on, nothing in flight is lost
+
+
+# Overflow policies and load shedding -------------------------------------------
+
+def test_drop_oldest_renumbers_what_was_never_sent():
+    w = OutboundWindow(capacity=4, window=1)
+    for body in "abcd":
+        w.add(body)
+    assert w.next_to_send() == (0, "a")  # "a" is on the wire: never dropped
+    assert w.drop_oldest_unsent() == "b"
+    assert list(w.unacked) == [(0, "a"), (1, "c"), (2, "d")] and w.next_seq == 3
+    w.acknowledge(0)
+    assert w.next_to_send() == (1, "c")
+
+
+@pytest.mark.parametrize("policy", ["reject", "drop_oldest"])
+def test_overflow_policies_refuse_explicitly_and_lose_nothing(policy):
+    small = design(policy, replace(DEFAULT, capacity=8, window=4, overflow=policy))
+    run = wslab.run(small, "queue_overflow")
+    s = run.summary()
+    assert s["lost"] == 0 and s["duplicated"] == 0 and s["out_of_order"] == 0
+    assert s["rejected"] > 0  # the producer was told, message by message
+    reasons = {r.reject_reason for r in run.ledger.records.values() if r.rejected_s is not None}
+    assert reasons == ({"outbound queue full"} if policy == "reject"
+                       else {"dropped: a newer message replaced it"})
+    assert s["peak_queue"] <= 2 * 8 + 4  # bounded by capacity, not by the producer
+
+
+def test_block_policy_slows_the_producer_instead():
+    small = design("block", replace(DEFAULT, capacity=8, window=4))
+    run = wslab.run(small, "queue_overflow")
+    s = run.summary()
+    assert s["lost"] == 0 and s["rejected"] == 0
+    assert max(sample["producer_backlog"] for sample in run.samples) > 20  # waiting in the app
+    assert s["peak_queue"] <= 2 * 8 + 4
+
+
+def test_load_shedding_refuses_with_1013_and_clients_retry():
+    shedding = design("shed", replace(DEFAULT, max_sessions=2))
+    run = wslab.run(shedding, "network_interruption", faults=[], clients=4,
+                    workload=Workload(count=20, rate_per_s=100), settle_s=3)
+    assert run.metrics.total("wslab_sessions_shed_total") >= 1
+    s = run.summary()
+    assert s["duplicated"] == 0 and s["out_of_order"] == 0

@@ -90,7 +90,17 @@ class ReliableClient:
         return undelivered
 
     async def _feed(self) -> None:
+        window, policy = self.session.window, self.settings.overflow
         async for message in self.app.outgoing():
+            if window.full and policy == "reject":
+                self.app.metrics.inc("wslab_messages_refused_total", side="client")
+                self.app.reject(message, "outbound queue full")
+                continue
+            if window.full and policy == "drop_oldest":
+                dropped = window.drop_oldest_unsent()
+                if dropped is not None:
+                    self.app.metrics.inc("wslab_messages_refused_total", side="client")
+                    self.app.reject(dropped, "dropped: a newer message replaced it")
             try:
                 await self.session.add(message)
             except asyncio.CancelledError:
@@ -115,6 +125,8 @@ class ReliableClient:
                     close_timeout=self.settings.close_timeout_s,
                     open_timeout=self.settings.open_timeout_s,
                     max_size=self.settings.max_size_bytes,
+                    max_queue=self.settings.max_queue_frames,
+                    write_limit=self.settings.write_limit_bytes,
                 ) as websocket:
                     await self._hello(websocket, token)
                     self.websocket = websocket

@@ -30,6 +30,7 @@ first frame is not a ``hello``            close 1008 (policy violation)
 missing, invalid or expired token         close 4401: get a new token, reconnect
 (at hello, on ``auth``, or on expiry)
 revoked session                           close 4403: do not retry
+more live sessions than ``max_sessions``   close 1013 (try again later): load shed
 frame larger than ``max_size``            close 1009 (message too big), by websockets
 more unacknowledged messages than the     close 1008 "flow control violated": that
 window allows (a flood)                   client is cut, the others keep their service

@@ -71,6 +71,23 @@ class OutboundWindow:
         self._send_index = max(0, self._send_index - removed)
         return removed
 
+    def drop_oldest_unsent(self) -> str | None:
+        """Drop the oldest message never put on the wire, to make room (the
+        drop-oldest policy, for data a newer message supersedes). Later unsent
+        messages are renumbered so the receiver sees no gap. Returns the body
+        dropped, or None when everything kept was already sent once."""
+        for index, (seq, body) in enumerate(self.unacked):
+            if seq > self._highest_sent:
+                del self.unacked[index]
+                for later in range(index, len(self.unacked)):
+                    later_seq, later_body = self.unacked[later]
+                    self.unacked[later] = (later_seq - 1, later_body)
+                self.next_seq -= 1
+                if index < self._send_index:
+                    self._send_index -= 1
+                return body
+        return None
+
     def clear(self) -> list[str]:
         """Give up on everything kept; return the bodies (to report them)."""
         bodies = [body for _, body in self.unacked]

@@ -40,6 +40,12 @@ async def handler(websocket, app, settings: Settings = DEFAULT) -> None:
     token = _Token(app, settings)
     if settings.require_token and not await token.accept(websocket, frame.fields.get("token")):
         return
+    live = app.state.setdefault("live_sessions", set())
+    if settings.max_sessions is not None and len(live) >= settings.max_sessions:
+        # Shed load: refuse now, cheaply, rather than serve everyone badly.
+        app.metrics.inc("wslab_sessions_shed_total", side="server")
+        await websocket.close(1013, "try again later")
+        return
     memory = app.store if settings.durable_sessions else app.state
     sessions = memory.setdefault("sessions", {})
     session = sessions.get(frame.fields["session"])
@@ -74,6 +80,7 @@ async def handler(websocket, app, settings: Settings = DEFAULT) -> None:
     channel = Channel(websocket, session, deliver=app.process, settings=settings,
                       side="server", metrics=app.metrics, fields=fields, on_bad_frame=bad_frame,
                       on_frame=other_frame)
+    live.add(websocket)
     try:
         async with asyncio.TaskGroup() as tasks:
             helpers = [tasks.create_task(push())]
@@ -87,6 +94,7 @@ async def handler(websocket, app, settings: Settings = DEFAULT) -> None:
                 for helper in helpers:
                     helper.cancel()
     finally:
+        live.discard(websocket)
         if session.websocket is websocket:
             session.websocket = None
 
@@ -148,4 +156,6 @@ def serve_options(settings: Settings = DEFAULT) -> dict:
         "ping_timeout": settings.ping_timeout_s,
         "close_timeout": settings.close_timeout_s,
         "max_size": settings.max_size_bytes,
+        "max_queue": settings.max_queue_frames,
+        "write_limit": settings.write_limit_bytes,
     }

@@ -56,12 +56,27 @@ class Settings:
     # so it always keeps reading its socket and answering pings.
     capacity: int = 128
     window: int = 32
+    # When the application produces faster than the capacity allows (lesson 05):
+    # "block" (the producer waits: flow control), "reject" (refuse the new
+    # message, and say so), "drop_oldest" (for data a newer message supersedes,
+    # such as a position: drop the oldest message not yet sent, and say so).
+    overflow: str = "block"
+    # Shed load: a server with this many live sessions closes new ones with
+    # 1013 (try again later); the client backs off and retries. None: no limit.
+    max_sessions: int | None = None
     # No acknowledgement for this long while messages are in flight: go back
     # and resend from the oldest (an acknowledgement or a message was lost).
     ack_timeout_s: float = 0.4
 
-    # Limits (lesson 05): the largest frame accepted (close 1009 above it).
+    # The library's own limits (lesson 05), passed to connect() and serve():
+    # max_size: the largest message accepted (close 1009 above it);
+    # max_queue: frames received and not yet read by the application before
+    #   the library stops reading the socket (the reader task keeps it near 0);
+    # write_limit: bytes buffered for sending above which send() waits (the
+    #   library's backpressure on a slow peer).
     max_size_bytes: int = 1 << 20
+    max_queue_frames: int = 16
+    write_limit_bytes: int = 32 * 1024
     # A first frame that does not come within this is a client to drop.
     hello_timeout_s: float = 2.0
 
@@ -81,6 +96,10 @@ class Settings:
             raise ConfigError(
                 "without acknowledgements nothing stays in the window, so it cannot bound the "
                 f"peer's queue: use window=capacity={UNBOUNDED} (unbounded) with acknowledgements=False")
+        if self.overflow not in ("block", "reject", "drop_oldest"):
+            raise ConfigError(f"overflow must be 'block', 'reject' or 'drop_oldest', got {self.overflow!r}")
+        if self.max_sessions is not None and self.max_sessions < 1:
+            raise ConfigError(f"max_sessions must be >= 1 or None, got {self.max_sessions!r}")
         if not 0 <= self.refresh_when_left < 1:
             raise ConfigError(f"refresh_when_left must be in [0, 1), got {self.refresh_when_left!r}")
         if self.backoff_jitter not in ("none", "full", "decorrelated"):
