@@ -255,3 +255,14 @@ def test_load_shedding_refuses_with_1013_and_clients_retry():
     assert run.metrics.total("wslab_sessions_shed_total") >= 1
     s = run.summary()
     assert s["duplicated"] == 0 and s["out_of_order"] == 0
+
+
+def test_full_jitter_spreads_a_reconnect_storm():
+    no_jitter = design("no_jitter", replace(DEFAULT, backoff_jitter="none"))
+    peaks = {}
+    for label, d in [("none", no_jitter), ("full", "production"), ("library", "library_reconnect")]:
+        run = wslab.run(d, "reconnect_storm")
+        assert run.summary()["lost"] == 0
+        peaks[label] = max(run.attempts_per_bucket(0.01, after_s=0.8))
+    assert peaks["full"] < peaks["none"]
+    assert peaks["library"] >= 150  # its first retry after a drop is immediate, for everyone

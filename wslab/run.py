@@ -74,6 +74,16 @@ class Run:
         """Connections the proxy accepted, failed ones included: the work a storm costs."""
         return sum(1 for _, _, event in self.connections if event == "accept")
 
+    def attempts_per_bucket(self, bucket_s: float = 0.01, after_s: float = 0.0) -> list[int]:
+        """Connection attempts the proxy accepted in each ``bucket_s`` bucket from
+        ``after_s`` on: the shape of a reconnect storm (lesson 03)."""
+        counts: dict[int, int] = {}
+        for t, _, event in self.connections:
+            if event == "accept" and t >= after_s:
+                key = int((t - after_s) / bucket_s)
+                counts[key] = counts.get(key, 0) + 1
+        return [counts.get(i, 0) for i in range(max(counts, default=-1) + 1)]
+
     @property
     def recovery_s(self) -> float | None:
         """Seconds from the end of the last outage (cut, black hole, restart) until
