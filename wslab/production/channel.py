@@ -40,6 +40,7 @@ METRICS_HELP = {
     "wslab_duplicates_dropped_total": "copies of already delivered messages, dropped",
     "wslab_gaps_dropped_total": "messages that came before their turn, dropped",
     "wslab_ack_timeouts_total": "times the sender went back for lack of acknowledgement",
+    "wslab_fast_resends_total": "times the sender went back because the peer reported a gap",
     "wslab_bad_frames_total": "frames that broke the protocol, answered with an error",
     "wslab_handshakes_refused_total": "connections closed 1008 for lack of a hello",
     "wslab_outbound_queue_depth": "messages kept until acknowledged",
@@ -104,6 +105,8 @@ class Channel:
         self.inbox: asyncio.Queue[tuple[int, str]] = asyncio.Queue(maxsize=2 * settings.window)
         self.wake = session.wake
         self.acks_due = 0
+        self.resend_due = False  # a gap was seen: ask the peer to go back
+        self.rewound_for = -1  # the oldest sequence number of the last fast resend
 
     async def run(self) -> None:
         """Serve the connection until it closes; raises :class:`ChannelClosed` then.
@@ -153,6 +156,8 @@ class Channel:
                     self.last_progress = asyncio.get_running_loop().time()
                     async with self.session.space:
                         self.session.space.notify_all()
+                if frame.fields.get("resend"):
+                    self._fast_resend()
                 self.wake.set()
             elif frame.type == "msg":
                 if self.inbox.full():
@@ -180,11 +185,26 @@ class Channel:
                     self.inbound.delivered(seq, force=not self.settings.deduplicate)
                     if reply is not None:
                         await self.session.add(reply)
-            # One acknowledgement per message received, delivered or not: a
-            # duplicate or a gap re-acknowledges, which tells the sender where
-            # to go back to, and one lost acknowledgement is covered by the next.
+            # Acknowledge every message received, delivered or not; a gap asks
+            # the sender to go back now, rather than after ack_timeout_s.
             self.acks_due += 1
+            self.resend_due = self.resend_due or verdict == "gap"
             self.wake.set()
+
+    def _fast_resend(self) -> None:
+        """The peer saw a gap (a message was lost): go back to the oldest
+        unacknowledged message, once per gap (later gap reports of the same
+        loss are the messages already in flight behind it)."""
+        if not self.window.in_flight:
+            return
+        oldest = self.window.unacked[0][0]
+        if oldest == self.rewound_for:
+            return
+        self.rewound_for = oldest
+        rewound = self.window.rewind()
+        self.metrics.inc("wslab_fast_resends_total", side=self.side)
+        self.metrics.inc("wslab_messages_resent_total", rewound, side=self.side)
+        self.last_progress = asyncio.get_running_loop().time()
 
     async def _write(self) -> None:
         try:
@@ -198,7 +218,12 @@ class Channel:
         while True:
             if self.acks_due:
                 self.acks_due = max(0, self.acks_due - ACK_BATCH)
-                await self.websocket.send(envelope.encode("ack", seq=self.inbound.ack))
+                if self.resend_due:
+                    self.resend_due = False
+                    frame = envelope.encode("ack", seq=self.inbound.ack, resend=True)
+                else:
+                    frame = envelope.encode("ack", seq=self.inbound.ack)
+                await self.websocket.send(frame)
                 continue
             item = self.window.next_to_send()
             if item is not None:

@@ -12,7 +12,8 @@ frame                 meaning
 ``welcome``           server → client, answer to hello: ``up_next`` (the next
                       client→server number the server expects)
 ``msg``               either way: ``seq`` (int ≥ 0) and ``body`` (the message)
-``ack``               either way: ``seq``, cumulative ("all up to seq arrived")
+``ack``               either way: ``seq``, cumulative ("all up to seq arrived");
+                      ``resend: true`` when the receiver saw a gap (go back now)
 ``error``             server → client: ``code`` and ``detail``; see below
 ====================  ===========================================================
 
@@ -100,4 +101,6 @@ def decode(data: str | bytes) -> Frame:
         fields[name] = field
     if kind == "hello" and isinstance(value.get("token"), str):
         fields["token"] = value["token"]  # optional: required by servers that authenticate
+    if kind == "ack" and value.get("resend") is True:
+        fields["resend"] = True  # optional: "I saw a gap, go back now"
     return Frame(kind, fields)
