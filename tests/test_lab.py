@@ -228,3 +228,14 @@ def test_sync_entry_point_inside_a_running_loop():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "10"
+
+
+def test_overlapping_restarts_keep_the_server_down_until_the_last_ends():
+    faults = [ServerRestart(start_s=0.2, duration_s=0.1), ServerRestart(start_s=0.2, duration_s=0.1),
+              ServerRestart(start_s=0.25, duration_s=0.3)]
+    run = wslab.run("production", workload=Workload(count=80, rate_per_s=100), faults=faults,
+                    settle_s=1.5)
+    s = run.summary()
+    assert s["lost"] == 0 and s["reconnects"] >= 1
+    opens_during = [t for t, _ in run.server_opens if 0.2 < t < 0.55]
+    assert opens_during == []  # down from 0.2 s to 0.55 s, as the union of the windows

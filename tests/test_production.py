@@ -87,6 +87,8 @@ def test_production_loses_nothing_duplicates_nothing_reorders_nothing(name):
     run = wslab.run("production", name)
     s = run.summary()
     assert (s["lost"], s["duplicated"], s["out_of_order"], s["unexpected"]) == (0, 0, 0, 0), s
+    if name != "token_expiry":  # there a revoked client must refuse its messages
+        assert s["rejected"] == 0, s  # a refusal at shutdown would hide what never arrived
     # Bounded: what a client keeps plus what the server keeps for it, per client.
     assert s["peak_queue"] <= run.clients * 2 * DEFAULT.capacity
     assert run.errors == [] and s["tasks_left"] == 0
@@ -266,3 +268,28 @@ def test_full_jitter_spreads_a_reconnect_storm():
         peaks[label] = max(run.attempts_per_bucket(0.01, after_s=0.8))
     assert peaks["full"] < peaks["none"]
     assert peaks["library"] >= 150  # its first retry after a drop is immediate, for everyone
+
+
+# Regressions found by the property tests --------------------------------------------
+
+@pytest.mark.parametrize("workload", [Workload(count=200, direction="down"),
+                                      Workload(count=200, echo=True)], ids=["push", "echo"])
+def test_a_full_server_window_loses_nothing_when_the_connection_drops(workload):
+    # Acknowledgements from the client are dropped until the server's window is
+    # full, then the connection is cut: the message the server had in hand survives.
+    faults = [wslab.FrameFault(start_s=0.3, duration_s=1.5, direction="up",
+                               match=wslab.TextContaining('"ack"')),
+              wslab.Cut(start_s=1.8, duration_s=0.05)]
+    s = wslab.run("production", "network_interruption", workload=workload, faults=faults,
+                  settle_s=3.0).summary()
+    assert (s["lost"], s["rejected"], s["duplicated"], s["out_of_order"]) == (0, 0, 0, 0), s
+
+
+def test_a_connection_gone_before_its_hello_is_not_a_server_error():
+    async def client(app):
+        async with app.connect():
+            pass  # connect, say nothing, leave
+
+    run = wslab.run(Design("silent", handler=server.handler, client=client),
+                    workload=Workload(count=1, rate_per_s=10), faults=[], settle_s=0.3)
+    assert run.errors == []

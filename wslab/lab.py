@@ -178,6 +178,7 @@ class _LabServer:
         self.opens: list[tuple[float, int | None]] = []
         self.state: dict = {}
         self.store: dict = {}  # durable: survives restarts
+        self.outages = 0  # restart windows in force (they may overlap)
 
     async def start(self) -> int:
         self.state = {}
@@ -250,10 +251,15 @@ async def _nemesis(ctx: _RunContext, proxy: FaultProxy, server: _LabServer, clie
             for client in (fault.clients if fault.clients is not None else range(clients)):
                 ctx.auth.revoke(f"c{client}")
         elif isinstance(fault, ServerRestart):
-            await server.stop(fault.close_code)
+            # Overlapping windows: down from the first start to the last end.
+            server.outages += 1
+            if server.outages == 1:
+                await server.stop(fault.close_code)
             if fault.duration_s is not None:
                 await at(fault.start_s + fault.duration_s)
-                await server.start()
+                server.outages -= 1
+                if server.outages == 0:
+                    await server.start()
 
     async with asyncio.TaskGroup() as tg:
         for fault in ctx.plan:

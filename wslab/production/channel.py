@@ -67,11 +67,16 @@ class Session:
     def new(cls, settings: Settings) -> "Session":
         return cls(OutboundWindow(capacity=settings.capacity, window=settings.window))
 
-    async def add(self, body: str) -> None:
-        """Queue ``body`` for the peer; waits while the window is at capacity."""
+    async def wait_for_room(self) -> None:
+        """Wait until the window is below capacity. Wait *before* taking a
+        message from the application: a task cancelled while it holds a
+        message it has not kept would lose it."""
         async with self.space:
             await self.space.wait_for(lambda: not self.window.full)
-            self.window.add(body)
+
+    def keep(self, body: str) -> None:
+        """Keep ``body`` for the peer now (never waits, never drops)."""
+        self.window.add(body, force=True)
         self.wake.set()
 
 
@@ -184,7 +189,7 @@ class Channel:
                     self.metrics.inc("wslab_messages_delivered_total", side=self.side)
                     self.inbound.delivered(seq, force=not self.settings.deduplicate)
                     if reply is not None:
-                        await self.session.add(reply)
+                        self.session.keep(reply)  # the peer's credit bounds these
             # Acknowledge every message received, delivered or not; a gap asks
             # the sender to go back now, rather than after ack_timeout_s.
             self.acks_due += 1

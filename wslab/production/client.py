@@ -90,8 +90,17 @@ class ReliableClient:
         return undelivered
 
     async def _feed(self) -> None:
-        window, policy = self.session.window, self.settings.overflow
-        async for message in self.app.outgoing():
+        """Take the application's messages into the window, by the overflow policy.
+
+        "block" waits for room before taking a message, so the producer waits
+        and a cancellation never catches a message in hand."""
+        session, window, policy = self.session, self.session.window, self.settings.overflow
+        while True:
+            if policy == "block":
+                await session.wait_for_room()
+            message = await self.app.next_message()
+            if message is None:
+                return
             if window.full and policy == "reject":
                 self.app.metrics.inc("wslab_messages_refused_total", side="client")
                 self.app.reject(message, "outbound queue full")
@@ -101,13 +110,8 @@ class ReliableClient:
                 if dropped is not None:
                     self.app.metrics.inc("wslab_messages_refused_total", side="client")
                     self.app.reject(dropped, "dropped: a newer message replaced it")
-            try:
-                await self.session.add(message)
-            except asyncio.CancelledError:
-                # Taken from the application, not yet kept: say so, never drop silently.
-                self.app.reject(message, "client stopped before queueing it")
-                raise
-            depth = len(self.session.window.unacked)
+            session.keep(message)
+            depth = len(window.unacked)
             self.app.gauge("outbound", depth)
             self.app.metrics.set("wslab_outbound_queue_depth", depth, side="client")
 

@@ -49,9 +49,14 @@ class OutboundWindow:
     def in_flight(self) -> int:
         return self._send_index
 
-    def add(self, body: str) -> int:
-        """Keep ``body`` until acknowledged; return its sequence number."""
-        if self.full:
+    def add(self, body: str, *, force: bool = False) -> int:
+        """Keep ``body`` until acknowledged; return its sequence number.
+
+        ``force``: keep it even beyond capacity. For a message already taken
+        from the application, keeping it is the only way not to lose it; the
+        callers wait for room *before* taking one, so this overshoots by little.
+        """
+        if self.full and not force:
             raise OverflowError("the outbound window is full")
         seq = self.next_seq
         self.next_seq += 1

@@ -17,6 +17,8 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from websockets.exceptions import ConnectionClosed
+
 from ..errors import AuthError
 from . import envelope
 from .channel import Channel, ChannelClosed, Session
@@ -31,6 +33,8 @@ async def handler(websocket, app, settings: Settings = DEFAULT) -> None:
             frame = envelope.decode(await websocket.recv())
         if frame.type != "hello":
             raise envelope.BadFrame("unknown_type", "the first frame must be a hello")
+    except ConnectionClosed:
+        return  # gone before it said hello: nothing to serve, nothing lost
     except (envelope.BadFrame, TimeoutError) as exc:
         app.metrics.inc("wslab_handshakes_refused_total", side="server")
         log.info("no hello: closing 1008", extra={"side": "server", "client": app.client_id,
@@ -63,15 +67,23 @@ async def handler(websocket, app, settings: Settings = DEFAULT) -> None:
     async with session.space:
         session.window.acknowledge(frame.fields["down_next"] - 1)
         session.space.notify_all()
-    await websocket.send(envelope.encode("welcome", up_next=session.inbound.next_expected))
+    try:
+        await websocket.send(envelope.encode("welcome", up_next=session.inbound.next_expected))
+    except ConnectionClosed:
+        if session.websocket is websocket:
+            session.websocket = None
+        return
 
     async def bad_frame(exc: envelope.BadFrame) -> None:
         await websocket.send(envelope.encode("error", code=exc.code, detail=exc.detail))
 
     async def push() -> None:
-        while (message := await app.next_message()) is not None:
-            await session.add(message)
-        await asyncio.Future()  # nothing more to push; keep the channel company
+        while True:
+            await session.wait_for_room()
+            message = await app.next_message()
+            if message is None:
+                return
+            session.keep(message)
 
     async def other_frame(frame: envelope.Frame) -> None:
         if frame.type == "auth" and settings.require_token:
