@@ -33,7 +33,7 @@ __all__ = [
     "UnknownNameError", "Workload", "WslabError", "arun", "get_design", "get_scenario", "run",
 ]
 
-_LAZY = {"plots", "widgets", "exercises", "prompts", "bench", "contract", "designs"}
+_LAZY = {"plots", "widgets", "exercises", "prompts", "bench", "contract", "designs", "audit"}
 
 
 def __getattr__(name: str):

@@ -1,6 +1,7 @@
-"""Command line: ``python -m wslab scenarios | run | bench``.
+"""Command line: ``python -m wslab scenarios | run | bench | audit``.
 
-Exit status: 0 on success, 2 for bad usage (an unknown name, a bad number).
+Exit status: 0 on success, 1 when an audit finds something (or a run fails),
+2 for bad usage (an unknown name, a bad number, a file that is not there).
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ import argparse
 import json
 import math
 import sys
+from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError, RunError
@@ -66,6 +68,14 @@ def _bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _audit(args: argparse.Namespace) -> int:
+    from .audit import audit
+
+    report = audit(Path(args.path))
+    print(json.dumps(report.to_json(), indent=2) if args.json else report.text())
+    return 0 if report.passed else 1
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m wslab", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -82,6 +92,10 @@ def main(argv: list[str] | None = None) -> int:
     p = commands.add_parser("bench", help="proxy overhead, injected latency accuracy, production vs raw echo, dead-peer detection")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=_bench)
+    p = commands.add_parser("audit", help="read a WebSocket program for the common bugs (exit 1 if any)")
+    p.add_argument("path", help="a Python file")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=_audit)
     args = parser.parse_args(argv)
     try:
         return args.func(args)

@@ -165,12 +165,15 @@ class Channel:
                     self._fast_resend()
                 self.wake.set()
             elif frame.type == "msg":
-                if self.inbox.full():
+                seq = frame.fields["seq"]
+                bodies = frame.fields.get("bodies") or [frame.fields["body"]]
+                if self.inbox.maxsize - self.inbox.qsize() < len(bodies):
                     # More than the window allows: the peer ignores flow control.
                     log.info("flow control violated", extra=self.fields)
                     await self.websocket.close(1008, "flow control violated")
                     continue
-                self.inbox.put_nowait((frame.fields["seq"], frame.fields["body"]))
+                for offset, body in enumerate(bodies):
+                    self.inbox.put_nowait((seq + offset, body))
             elif self.on_frame is not None:
                 await self.on_frame(frame)
 
@@ -233,10 +236,18 @@ class Channel:
             item = self.window.next_to_send()
             if item is not None:
                 seq, body = item
-                await self.websocket.send(envelope.encode("msg", seq=seq, body=body))
-                self.metrics.inc("wslab_messages_sent_total", side=self.side)
+                bodies = [body]
+                while len(bodies) < self.settings.batch_max and (
+                        more := self.window.next_to_send()) is not None:
+                    bodies.append(more[1])  # numbered seq + 1, seq + 2...
+                if len(bodies) == 1:
+                    frame = envelope.encode("msg", seq=seq, body=body)
+                else:
+                    frame = envelope.encode("msg", seq=seq, bodies=bodies)
+                await self.websocket.send(frame)
+                self.metrics.inc("wslab_messages_sent_total", len(bodies), side=self.side)
                 if not self.settings.acknowledgements:
-                    self.window.acknowledge(seq)  # fire and forget: sent is done
+                    self.window.acknowledge(seq + len(bodies) - 1)  # fire and forget
                     async with self.session.space:
                         self.session.space.notify_all()
                 continue

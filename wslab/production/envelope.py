@@ -11,7 +11,8 @@ frame                 meaning
                       current one expires (no reconnection needed)
 ``welcome``           server → client, answer to hello: ``up_next`` (the next
                       client→server number the server expects)
-``msg``               either way: ``seq`` (int ≥ 0) and ``body`` (the message)
+``msg``               either way: ``seq`` (int ≥ 0) and ``body`` (the message),
+                      or ``bodies`` (a list of messages numbered ``seq``, ``seq + 1``...)
 ``ack``               either way: ``seq``, cumulative ("all up to seq arrived");
                       ``resend: true`` when the receiver saw a gap (go back now)
 ``error``             server → client: ``code`` and ``detail``; see below
@@ -92,6 +93,8 @@ def decode(data: str | bytes) -> Frame:
     kind = value.get("t")
     if kind not in _FIELDS:
         raise BadFrame("unknown_type", f"unknown frame type {kind!r}")
+    if kind == "msg" and "bodies" in value:
+        return _batch(value)
     fields = {}
     for name, expected in _FIELDS[kind].items():
         field = value.get(name)
@@ -104,3 +107,16 @@ def decode(data: str | bytes) -> Frame:
     if kind == "ack" and value.get("resend") is True:
         fields["resend"] = True  # optional: "I saw a gap, go back now"
     return Frame(kind, fields)
+
+
+MAX_BATCH = 1024
+
+
+def _batch(value: dict) -> Frame:
+    seq, bodies = value.get("seq"), value.get("bodies")
+    if not isinstance(seq, int) or isinstance(seq, bool) or seq < 0:
+        raise BadFrame("bad_field", "msg.seq must be an int >= 0")
+    if (not isinstance(bodies, list) or not 1 <= len(bodies) <= MAX_BATCH
+            or not all(isinstance(b, str) for b in bodies)):
+        raise BadFrame("bad_field", f"msg.bodies must be a list of 1 to {MAX_BATCH} strings")
+    return Frame("msg", {"seq": seq, "bodies": bodies})

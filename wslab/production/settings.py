@@ -56,6 +56,9 @@ class Settings:
     # so it always keeps reading its socket and answering pings.
     capacity: int = 128
     window: int = 32
+    # Messages ready together travel in one frame, up to this many (1: one
+    # frame per message). Fewer frames, less work per message under load.
+    batch_max: int = 16
     # When the application produces faster than the capacity allows (lesson 05):
     # "block" (the producer waits: flow control), "reject" (refuse the new
     # message, and say so), "drop_oldest" (for data a newer message supersedes,
@@ -96,6 +99,8 @@ class Settings:
             raise ConfigError(
                 "without acknowledgements nothing stays in the window, so it cannot bound the "
                 f"peer's queue: use window=capacity={UNBOUNDED} (unbounded) with acknowledgements=False")
+        if not 1 <= self.batch_max <= 1024:
+            raise ConfigError(f"batch_max must be from 1 to 1024, got {self.batch_max!r}")
         if self.overflow not in ("block", "reject", "drop_oldest"):
             raise ConfigError(f"overflow must be 'block', 'reject' or 'drop_oldest', got {self.overflow!r}")
         if self.max_sessions is not None and self.max_sessions < 1:
