@@ -48,6 +48,8 @@ def test_a_chaos_run_tells_its_story_in_logs_and_metrics():
     assert m.value("wslab_reconnects_total", side="client") == run.reconnects == 1
     assert m.value("wslab_messages_delivered_total", side="server") == run.summary()["delivered"]
     assert "wslab_messages_resent_total" in m.prometheus()
+    assert m.value("wslab_connections_open", side="server") == 0  # all closed at the end
+    assert "# HELP wslab_connections_open" in m.prometheus()
 
 
 def test_naive_design_logs_nothing():

@@ -297,3 +297,19 @@ def test_a_connection_gone_before_its_hello_is_not_a_server_error():
     run = wslab.run(Design("silent", handler=server.handler, client=client),
                     workload=Workload(count=1, rate_per_s=10), faults=[], settle_s=0.3)
     assert run.errors == []
+
+
+def test_a_returning_client_resumes_or_is_told_plainly_what_it_missed():
+    away = [wslab.Cut(start_s=0.5, duration_s=0.8)]
+    pushes = Workload(count=200, direction="down")
+    full = wslab.run("production", "network_interruption", workload=pushes, faults=away,
+                     settle_s=1.5).summary()
+    assert (full["lost"], full["rejected"], full["duplicated"], full["out_of_order"]) == (0, 0, 0, 0)
+    bounded = design("replay", replace(DEFAULT, replay_window=20))
+    run = wslab.run(bounded, "network_interruption", workload=pushes, faults=away, settle_s=1.5)
+    s = run.summary()
+    assert s["lost"] == 0 and s["duplicated"] == 0 and s["out_of_order"] == 0
+    reasons = {r.reject_reason for r in run.ledger.records.values() if r.rejected_s is not None}
+    assert s["rejected"] > 0 and reasons == {"beyond the replay window"}
+    told = run.metrics.value("wslab_messages_missed_total", side="client")
+    assert told == s["rejected"]  # the client was told exactly how many

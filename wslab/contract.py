@@ -217,6 +217,10 @@ class _App:
         self._run.ledger.accepted(msg_id, self._run.now())
         return text
 
+    def backlog(self) -> int:
+        """How many messages this application has produced and not handed over yet."""
+        return len(self._outbox.items) if self._outbox is not None else 0
+
     async def outgoing(self) -> AsyncIterator[str]:
         """``async for message in app.outgoing()``: every message to send, in order."""
         while (message := await self.next_message()) is not None:

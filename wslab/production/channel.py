@@ -32,6 +32,12 @@ ACK_BATCH = 4
 METRICS_HELP = {
     "wslab_connections_opened_total": "WebSocket connections opened (handshake and hello done)",
     "wslab_reconnects_total": "connections opened after the first one",
+    "wslab_connections_open": "connections serving a session now",
+    "wslab_messages_missed_total": "server messages beyond the replay window, refused and told",
+    "wslab_token_refreshes_total": "tokens refreshed in-band, before they expired",
+    "wslab_auth_refused_total": "connections closed for a missing, expired or revoked token",
+    "wslab_sessions_shed_total": "sessions refused with 1013 to shed load",
+    "wslab_messages_refused_total": "messages refused by the overflow policy, and said so",
     "wslab_connect_failures_total": "connection attempts that failed",
     "wslab_messages_sent_total": "message frames written, resends included",
     "wslab_messages_resent_total": "message frames sent again (reconnection or no acknowledgement)",

@@ -222,6 +222,11 @@ class ReliableClient:
             frame = envelope.decode(await websocket.recv())
         if frame.type != "welcome":
             raise envelope.BadFrame("unknown_type", f"expected welcome, got {frame.type}")
+        if missed := frame.fields.get("missed"):
+            # Said plainly: these server messages are gone (beyond its replay window).
+            self.app.metrics.inc("wslab_messages_missed_total", missed, side="client")
+            log.info("missed messages", extra={"side": "client", "client": self.app.client_id,
+                                               "missed": missed})
         # The server already has everything before up_next: forget it.
         async with self.session.space:
             self.session.window.acknowledge(frame.fields["up_next"] - 1)

@@ -10,7 +10,9 @@ frame                 meaning
 ``auth``              client → server: ``token``, a fresh token before the
                       current one expires (no reconnection needed)
 ``welcome``           server → client, answer to hello: ``up_next`` (the next
-                      client→server number the server expects)
+                      client→server number the server expects) and ``missed``
+                      (server messages that fell beyond the replay window while
+                      the client was away: gone, and said so)
 ``msg``               either way: ``seq`` (int ≥ 0) and ``body`` (the message),
                       or ``bodies`` (a list of messages numbered ``seq``, ``seq + 1``...)
 ``ack``               either way: ``seq``, cumulative ("all up to seq arrived");
@@ -104,6 +106,9 @@ def decode(data: str | bytes) -> Frame:
         fields[name] = field
     if kind == "hello" and isinstance(value.get("token"), str):
         fields["token"] = value["token"]  # optional: required by servers that authenticate
+    if kind == "welcome":
+        missed = value.get("missed", 0)
+        fields["missed"] = missed if isinstance(missed, int) and not isinstance(missed, bool) else 0
     if kind == "ack" and value.get("resend") is True:
         fields["resend"] = True  # optional: "I saw a gap, go back now"
     return Frame(kind, fields)

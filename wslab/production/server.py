@@ -67,8 +67,10 @@ async def handler(websocket, app, settings: Settings = DEFAULT) -> None:
     async with session.space:
         session.window.acknowledge(frame.fields["down_next"] - 1)
         session.space.notify_all()
+    missed = await _trim_to_replay_window(app, session, settings, fields)
     try:
-        await websocket.send(envelope.encode("welcome", up_next=session.inbound.next_expected))
+        await websocket.send(envelope.encode("welcome", up_next=session.inbound.next_expected,
+                                             missed=missed))
     except ConnectionClosed:
         if session.websocket is websocket:
             session.websocket = None
@@ -93,6 +95,7 @@ async def handler(websocket, app, settings: Settings = DEFAULT) -> None:
                       side="server", metrics=app.metrics, fields=fields, on_bad_frame=bad_frame,
                       on_frame=other_frame)
     live.add(websocket)
+    app.metrics.set("wslab_connections_open", len(live), side="server")
     try:
         async with asyncio.TaskGroup() as tasks:
             helpers = [tasks.create_task(push())]
@@ -107,6 +110,7 @@ async def handler(websocket, app, settings: Settings = DEFAULT) -> None:
                     helper.cancel()
     finally:
         live.discard(websocket)
+        app.metrics.set("wslab_connections_open", len(live), side="server")
         if session.websocket is websocket:
             session.websocket = None
 
@@ -150,6 +154,24 @@ class _Token:
                 await asyncio.wait_for(self.refreshed.wait(), left)
             except TimeoutError:
                 pass
+
+
+async def _trim_to_replay_window(app, session: Session, settings: Settings, fields: dict) -> int:
+    """Refuse what a returning client can no longer get: the oldest of the
+    messages produced for it beyond ``replay_window``. Returns how many."""
+    if settings.replay_window is None:
+        return 0
+    excess = len(session.window.unacked) + app.backlog() - settings.replay_window
+    missed = 0
+    for _ in range(max(0, excess)):
+        if (message := await app.next_message()) is None:
+            break
+        app.reject(message, "beyond the replay window")
+        missed += 1
+    if missed:
+        app.metrics.inc("wslab_messages_missed_total", missed, side="server")
+        log.info("beyond the replay window", extra={**fields, "missed": missed})
+    return missed
 
 
 def make_handler(settings: Settings):

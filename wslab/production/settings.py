@@ -64,6 +64,12 @@ class Settings:
     # message, and say so), "drop_oldest" (for data a newer message supersedes,
     # such as a position: drop the oldest message not yet sent, and say so).
     overflow: str = "block"
+    # Server → client replay (lesson 10): None, a client that comes back gets
+    # everything it missed (while it is away the server takes nothing more for
+    # it, so its messages wait in the application). A number: at most that many
+    # messages are kept for it; older ones are refused ("beyond the replay
+    # window") and the welcome tells the client plainly how many it missed.
+    replay_window: int | None = None
     # Shed load: a server with this many live sessions closes new ones with
     # 1013 (try again later); the client backs off and retries. None: no limit.
     max_sessions: int | None = None
@@ -103,6 +109,8 @@ class Settings:
             raise ConfigError(f"batch_max must be from 1 to 1024, got {self.batch_max!r}")
         if self.overflow not in ("block", "reject", "drop_oldest"):
             raise ConfigError(f"overflow must be 'block', 'reject' or 'drop_oldest', got {self.overflow!r}")
+        if self.replay_window is not None and self.replay_window < 1:
+            raise ConfigError(f"replay_window must be >= 1 or None, got {self.replay_window!r}")
         if self.max_sessions is not None and self.max_sessions < 1:
             raise ConfigError(f"max_sessions must be >= 1 or None, got {self.max_sessions!r}")
         if not 0 <= self.refresh_when_left < 1:
