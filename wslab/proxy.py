@@ -32,7 +32,6 @@ import socket
 import struct
 import termios
 from collections import deque
-from collections.abc import Callable
 from typing import Any
 
 from .faults import Bandwidth, BlackHole, Cut, FaultPlan, FrameFault, Latency, Refuse
