@@ -79,7 +79,6 @@ def test_server_restart_empties_server_state_and_clients_can_come_back():
                     faults=[ServerRestart(start_s=0.3, duration_s=0.2)], settle_s=0.5)
     assert run.reconnects >= 1
     assert seen_states[0] == {} and seen_states[-1] == {}  # a new server remembers nothing
-    assert any(event == "upstream refused" for _, _, event in run.connections) or run.reconnects
 
 
 # Errors that say what is wrong ----------------------------------------------

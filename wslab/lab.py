@@ -273,6 +273,9 @@ def _sample(ctx: _RunContext, proxy: FaultProxy, server: _LabServer,
         messages = getattr(conn, "recv_messages", None)
         return len(messages.frames) if messages is not None else 0
 
+    for app in apps:  # forget connections that are gone: reconnections add new ones
+        app._connections = {c for c in app._connections
+                            if getattr(c, "transport", None) is None or not c.transport.is_closing()}
     client_conns = [c for app in apps for c in list(app._connections)]
     server_conns = list(server.server.connections) if server.server is not None else []
     gauges: dict[str, float] = {}

@@ -21,9 +21,7 @@ total-queue checker:
 
 from __future__ import annotations
 
-import bisect
 import math
-from collections import defaultdict
 from dataclasses import dataclass, field
 
 from .workload import split_id
@@ -135,14 +133,6 @@ class Ledger:
             depth.append(level)
         return times, depth
 
-    def delivered_between(self, times_s: list[float]) -> list[int]:
-        """First deliveries per bucket with edges ``times_s``."""
-        firsts = sorted(t for t, _ in self._first_deliveries)
-        return [
-            bisect.bisect_left(firsts, hi) - bisect.bisect_left(firsts, lo)
-            for lo, hi in zip(times_s, times_s[1:])
-        ]
-
     def summary(self) -> dict:
         """The checker's verdict as plain numbers (see the module docstring)."""
         records = self.records.values()
@@ -163,11 +153,3 @@ class Ledger:
             "peak_queue": max(self.queue_series()[1]),
         }
 
-
-def by_stream(ids: list[str]) -> dict[str, int]:
-    """Count ids per stream letter: ``{"up": 3, "down": 1, "echo": 0}``."""
-    names = {"u": "up", "d": "down", "e": "echo"}
-    counts: dict[str, int] = defaultdict(int)
-    for msg_id in ids:
-        counts[names.get(msg_id[:1], "other")] += 1
-    return dict(counts)

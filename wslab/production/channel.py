@@ -104,7 +104,7 @@ class Channel:
                  deliver: Callable[[str], Awaitable[str | None]], settings: Settings,
                  side: str, metrics, fields: dict,
                  on_bad_frame: Callable[[envelope.BadFrame], Awaitable[None]] | None = None,
-                 on_frame: Callable[[envelope.Frame], Awaitable[None]] | None = None) -> None:
+                 on_frame: Callable[[envelope.Envelope], Awaitable[None]] | None = None) -> None:
         self.websocket, self.session, self.settings = websocket, session, settings
         self.side, self.metrics, self.fields = side, metrics, fields
         for name, text in METRICS_HELP.items():

@@ -63,7 +63,10 @@ class BadFrame(ValueError):
 
 
 @dataclass(frozen=True)
-class Frame:
+class Envelope:
+    """One decoded protocol frame: its ``type`` and validated ``fields``
+    (:class:`wslab.frames.Frame` is the raw WebSocket frame the proxy sees)."""
+
     type: str
     fields: dict[str, Any]
 
@@ -82,7 +85,7 @@ def encode(kind: str, **fields: Any) -> str:
     return json.dumps({"t": kind, **fields})
 
 
-def decode(data: str | bytes) -> Frame:
+def decode(data: str | bytes) -> Envelope:
     """Parse and validate one frame, or raise :class:`BadFrame`."""
     if not isinstance(data, str):
         raise BadFrame("binary_not_supported", "send JSON as text frames")
@@ -111,17 +114,17 @@ def decode(data: str | bytes) -> Frame:
         fields["missed"] = missed if isinstance(missed, int) and not isinstance(missed, bool) else 0
     if kind == "ack" and value.get("resend") is True:
         fields["resend"] = True  # optional: "I saw a gap, go back now"
-    return Frame(kind, fields)
+    return Envelope(kind, fields)
 
 
 MAX_BATCH = 1024
 
 
-def _batch(value: dict) -> Frame:
+def _batch(value: dict) -> Envelope:
     seq, bodies = value.get("seq"), value.get("bodies")
     if not isinstance(seq, int) or isinstance(seq, bool) or seq < 0:
         raise BadFrame("bad_field", "msg.seq must be an int >= 0")
     if (not isinstance(bodies, list) or not 1 <= len(bodies) <= MAX_BATCH
             or not all(isinstance(b, str) for b in bodies)):
         raise BadFrame("bad_field", f"msg.bodies must be a list of 1 to {MAX_BATCH} strings")
-    return Frame("msg", {"seq": seq, "bodies": bodies})
+    return Envelope("msg", {"seq": seq, "bodies": bodies})

@@ -87,7 +87,7 @@ async def handler(websocket, app, settings: Settings = DEFAULT) -> None:
                 return
             session.keep(message)
 
-    async def other_frame(frame: envelope.Frame) -> None:
+    async def other_frame(frame: envelope.Envelope) -> None:
         if frame.type == "auth" and settings.require_token:
             await token.accept(websocket, frame.fields["token"])
 
