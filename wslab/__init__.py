@@ -33,11 +33,16 @@ __all__ = [
     "UnknownNameError", "Workload", "WslabError", "arun", "get_design", "get_scenario", "run",
 ]
 
-_LAZY = {"plots", "widgets", "exercises", "prompts", "bench", "contract", "designs", "audit"}
+_LAZY = {"plots", "widgets", "exercises", "experiments", "prompts", "bench", "contract", "designs",
+         "audit", "course", "loader", "grading"}
 
 
 def __getattr__(name: str):
     # Heavy modules (matplotlib, ipywidgets) load on first use: `wslab.plots.timeline(...)`.
+    if name in ("grade", "agrade"):  # the grader's two entry points, from wslab.grading
+        import importlib
+
+        return getattr(importlib.import_module(f"{__name__}.grading"), name)
     if name in _LAZY:
         import importlib
 

@@ -24,26 +24,22 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from .course import lesson
 from .errors import ConfigError
 
 __all__ = ["AuditReport", "Finding", "LESSONS", "RULES", "audit"]
 
-LESSONS: dict[str, str] = {
-    "fire-and-forget-send": "notebooks/04_durability.ipynb",
-    "task-never-awaited": "notebooks/07_reader_writer.ipynb",
-    "receive-loop-no-shutdown": "notebooks/08_shutdown.ipynb",
-    "unbounded-queue": "notebooks/05_backpressure.ipynb",
-    "no-keepalive-settings": "notebooks/06_keepalive.ipynb",
-    "keepalive-disabled": "notebooks/06_keepalive.ipynb",
-    "no-reconnection": "notebooks/03_reconnection.ipynb",
-    "reconnect-without-backoff": "notebooks/03_reconnection.ipynb",
-    "reconnect-without-jitter": "notebooks/03_reconnection.ipynb",
-    "outdated-handler-signature": "notebooks/01_happy_path.ipynb",
-    "gather-without-cancel": "notebooks/07_reader_writer.ipynb",
-    "asyncio-run-in-notebook": "notebooks/00_start_here.ipynb",
-    "shared-mutable-state": "notebooks/08_shutdown.ipynb",
-    "print-instead-of-logging": "notebooks/11_observability.ipynb",
+_LESSON_OF_RULE = {
+    "fire-and-forget-send": "04", "task-never-awaited": "07", "receive-loop-no-shutdown": "08",
+    "unbounded-queue": "05", "no-keepalive-settings": "06", "keepalive-disabled": "06",
+    "no-reconnection": "03", "reconnect-without-backoff": "03", "reconnect-without-jitter": "03",
+    "outdated-handler-signature": "01", "gather-without-cancel": "07",
+    "asyncio-run-in-notebook": "00", "shared-mutable-state": "10",
+    "print-instead-of-logging": "11",
 }
+# rule id -> the notebook that teaches the fix
+LESSONS: dict[str, str] = {rule_id: lesson(number).notebook
+                           for rule_id, number in _LESSON_OF_RULE.items()}
 
 
 @dataclass(frozen=True)

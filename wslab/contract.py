@@ -162,9 +162,15 @@ class _TrackedClientConnection(ClientConnection):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        app = _current_client.get()
+        self._app = app = _current_client.get()
         if app is not None:
             app._connections.add(self)
+            app._run.record_client_event(app.client_id, "open")
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        super().connection_lost(exc)
+        if self._app is not None:
+            self._app._run.record_client_event(self._app.client_id, "close")
 
 
 class _Outbox:

@@ -87,12 +87,19 @@ class _RunContext:
     errors: list[DesignFailure] = field(default_factory=list)
     tasks: set[asyncio.Task] = field(default_factory=set)
     failed_tasks: list[tuple[float, asyncio.Task]] = field(default_factory=list)
+    stopping: bool = False  # the run is over: closes from now on are the lab's doing
     tearing_down: bool = False
     metrics: Metrics = field(default_factory=Metrics)
     logs: list[dict] = field(default_factory=list)
+    client_events: list[tuple[float, int, str]] = field(default_factory=list)
 
     def now(self) -> float:
         return asyncio.get_running_loop().time() - self.t0
+
+    def record_client_event(self, client_id: int, event: str) -> None:
+        """A client connection opened or closed on the client's side (not at teardown)."""
+        if not self.stopping:
+            self.client_events.append((round(self.now(), 6), client_id, event))
 
     def adopt(self, task: asyncio.Task) -> None:
         """Own a task started during the run; its failure is recorded, never lost."""
@@ -409,7 +416,7 @@ async def _execute(design: Design, scenario: Scenario, ctx: _RunContext,
         design=design.name, scenario=scenario.name, seed=scenario.seed,
         clients=scenario.clients, workload=workload, faults=scenario.faults,
         ledger=ctx.ledger, duration_s=time.perf_counter() - started, end_s=end_s,
-        samples=samples, connections=list(proxy.events), server_opens=server.opens,
+        samples=samples, connections=list(proxy.events), server_opens=server.opens, client_events=ctx.client_events,
         errors=ctx.errors, tasks_left=tasks_left, metrics=ctx.metrics, logs=ctx.logs,
         frames={"dropped": proxy.frames_dropped, "delayed": proxy.frames_delayed,
                 "duplicated": proxy.frames_duplicated},
@@ -435,6 +442,7 @@ async def _teardown(ctx: _RunContext, design: Design, server: _LabServer, proxy:
     Then the proxy: resetting every connection makes each side see a dead peer
     at once, so no close handshake can hold teardown up.
     """
+    ctx.stopping = True
     grace = design.stop_grace_s if client_tasks else 0
     if grace:
         # A graceful stop first: the network is still up, the design may flush.

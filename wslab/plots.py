@@ -531,3 +531,52 @@ def compare(before: Run, after: Run, *, kind: CompareKind = "timeline",
     if kind == "queue":
         _legend(bands[1], bands[0])
     return fig
+
+
+# Scorecard grid -------------------------------------------------------------------
+
+PASS_COLOR = "#cfe8d5"
+FAIL_COLOR = "#f6c9c9"
+
+
+def _short_verdict(row: Any) -> str:
+    """What a grid cell says: 'pass', or the first failure's measurement, shortened."""
+    if row.error is not None:
+        return "did not\nfinish"
+    if row.passed:
+        return "pass"
+    first = row.failures[0]
+    return f"{first.criterion.key}\n{first.measured}".replace(" messages", "").replace(
+        "connection attempts", "attempts")
+
+
+def scorecard(book: Any) -> Figure:
+    """The designs × scenarios grid of a :class:`~wslab.grading.Gradebook` (or
+    one :class:`~wslab.grading.Scorecard`): green cells passed, red cells failed,
+    each red cell naming its first failed criterion and the measured value.
+
+    Introduced in notebooks/02_failure_modes.ipynb.
+    """
+    cards = getattr(book, "cards", [book])
+    scenarios = [row.scenario for row in cards[0].rows]
+    fig, ax = plt.subplots(figsize=(1.25 * len(scenarios) + 2.2, 0.75 * len(cards) + 1.6),
+                           layout="constrained")
+    for i, card in enumerate(cards):
+        for j, row in enumerate(card.rows):
+            ax.add_patch(plt.Rectangle((j, i), 1, 1, facecolor=PASS_COLOR if row.passed
+                                       else FAIL_COLOR, edgecolor="white", linewidth=2))
+            ax.text(j + 0.5, i + 0.5, _short_verdict(row), ha="center", va="center",
+                    fontsize=7, wrap=True)
+    ax.set_xlim(0, len(scenarios))
+    ax.set_ylim(len(cards), 0)
+    ax.set_xticks([j + 0.5 for j in range(len(scenarios))],
+                  [s.replace("_", "\n") for s in scenarios], fontsize=8)
+    ax.set_yticks([i + 0.5 for i in range(len(cards))],
+                  [f"{c.design}\n{sum(r.passed for r in c.rows)}/{len(c.rows)} passed"
+                   for c in cards], fontsize=9)
+    ax.xaxis.tick_top()
+    ax.tick_params(length=0)
+    for side in ax.spines.values():
+        side.set_visible(False)
+    ax.set_title("scorecard: designs × failure scenarios", fontsize="medium")
+    return fig

@@ -1,17 +1,30 @@
 """The prompts of each lesson, kept as files under ``data/prompts/<lesson>/``.
 
 Each lesson folder holds ``vague.md`` (what people type first) and
-``better.md`` (the prompt that asks for the missing mechanism). The code each
-prompt gets is a design: for the vague prompts of lesson 01 it is
-:mod:`wslab.designs.naive`.
+``better.md`` (the prompt that asks for the missing mechanism), and the code
+each prompt typically gets, ``vague.py`` and ``better.py``: files that fit the
+design contract (:mod:`wslab.contract`), written by the project in the style
+assistants produce. A folder without code files stands for wslab's own
+``naive`` and ``production`` designs (lesson 01).
+
+:func:`side_by_side` runs both codes under the lesson's scenario and draws
+them next to each other.
 """
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from .errors import UnknownNameError
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+    from .contract import Design
+    from .run import Run
 
 DATA = Path(__file__).resolve().parent.parent / "data" / "prompts"
 
@@ -21,6 +34,31 @@ class PromptPair:
     lesson: str
     vague: str
     better: str
+
+    def code_path(self, which: str) -> Path | None:
+        """``data/prompts/<lesson>/<which>.py``, or None when the lesson has none."""
+        path = DATA / self.lesson / f"{_which(which)}.py"
+        return path if path.exists() else None
+
+    def code(self, which: str) -> str:
+        """The source of the code the ``"vague"`` or ``"better"`` prompt gets."""
+        path = self.code_path(which)
+        if path is None:
+            from . import designs
+
+            return inspect.getsource(designs.naive if _which(which) == "vague"
+                                     else designs.production)
+        return path.read_text()
+
+    def design(self, which: str) -> "Design":
+        """The code the ``"vague"`` or ``"better"`` prompt gets, as a design."""
+        from .designs import get_design
+        from .loader import load_design
+
+        path = self.code_path(which)
+        if path is None:
+            return get_design("naive" if _which(which) == "vague" else "production")
+        return load_design(path, name=f"{self.lesson} {_which(which)}")
 
     def _repr_markdown_(self) -> str:
         def quote(text: str) -> str:
@@ -40,3 +78,28 @@ def load(lesson: str) -> PromptPair:
     if not (folder / "vague.md").exists():
         raise UnknownNameError("lesson", lesson, lessons())
     return PromptPair(lesson, (folder / "vague.md").read_text(), (folder / "better.md").read_text())
+
+
+def _which(which: str) -> str:
+    if which not in ("vague", "better"):
+        raise ValueError(f"which must be 'vague' or 'better', got {which!r}")
+    return which
+
+
+async def side_by_side(lesson: str, scenario: Any, *, kind: str = "timeline",
+                       **overrides: Any) -> "tuple[Run, Run, Figure]":
+    """Run the code of both prompts of ``lesson`` under ``scenario`` (a name or a
+    :class:`~wslab.scenarios.Scenario`; ``overrides`` as for :func:`wslab.arun`)
+    and draw them side by side (``kind``: timeline, queue or latency).
+
+    Returns ``(vague_run, better_run, figure)``.
+    """
+    from . import plots
+    from .lab import arun
+
+    pair = load(lesson)
+    vague = await arun(pair.design("vague"), scenario, **overrides)
+    better = await arun(pair.design("better"), scenario, **overrides)
+    figure = plots.compare(vague, better, kind=kind,  # type: ignore[arg-type]
+                           labels=("vague prompt", "better prompt"))
+    return vague, better, figure

@@ -36,7 +36,9 @@ class Run:
     that the design has not taken yet) and ``gauges`` (what the design reported).
     ``connections`` lists ``(t, client, event)`` seen by the proxy (accept,
     open, close, reset, refused, upstream refused); ``server_opens`` lists
-    ``(t, client)`` for every connection the server handler saw.
+    ``(t, client)`` for every connection the server handler saw;
+    ``client_events`` lists ``(t, client, "open" | "close")`` as each client's
+    own connection objects saw them (teardown excluded).
     """
 
     design: str
@@ -51,6 +53,7 @@ class Run:
     samples: list[dict[str, Any]] = field(default_factory=list)
     connections: list[tuple[float, int | None, str]] = field(default_factory=list)
     server_opens: list[tuple[float, int | None]] = field(default_factory=list)
+    client_events: list[tuple[float, int, str]] = field(default_factory=list)
     errors: list[DesignFailure] = field(default_factory=list)
     tasks_left: int = 0
     frames: dict[str, int] = field(default_factory=dict)
@@ -103,6 +106,30 @@ class Run:
             return math.nan
         return round(max(0.0, max(after.values()) - last_end), 4)
 
+    @property
+    def detection_s(self) -> float | None:
+        """Seconds from the start of the first black hole until every client that
+        had a connection open then had closed it on its own side (it noticed the
+        dead peer); None when there was no black hole, nan when some client never
+        noticed before the run ended."""
+        holes = [f for f in self.faults if isinstance(f, BlackHole)]
+        if not holes:
+            return None
+        start = min(f.start_s for f in holes)
+        open_now: dict[int, int] = {}
+        noticed: dict[int, float] = {}
+        for t, client, event in self.client_events:
+            if t < start:
+                open_now[client] = open_now.get(client, 0) + (1 if event == "open" else -1)
+            elif event == "close" and client not in noticed:
+                noticed[client] = t
+        watched = {c for c, n in open_now.items() if n > 0}
+        if not watched:
+            return None
+        if not watched <= set(noticed):
+            return math.nan
+        return round(max(noticed[c] for c in watched) - start, 4)
+
     def summary(self) -> dict[str, Any]:
         """The numbers that say how the design did (see :mod:`wslab.ledger`)."""
         out = {"design": self.design, "scenario": self.scenario, "seed": self.seed,
@@ -115,6 +142,7 @@ class Run:
         out["connect_attempts"] = self.connect_attempts
         recovery = self.recovery_s
         out["recovery_s"] = recovery
+        out["detection_s"] = self.detection_s
         out["errors"] = len(self.errors)
         out["tasks_left"] = self.tasks_left
         out["duration_s"] = round(self.duration_s, 3)
@@ -148,6 +176,8 @@ class Run:
             ("peak buffered (bytes)", f"{s['peak_buffered_bytes']:,}"),
             ("reconnects", str(s["reconnects"])),
             ("connection attempts", str(s["connect_attempts"])),
+            ("dead peer noticed after (s)", "–" if s["detection_s"] is None else
+             "never" if math.isnan(s["detection_s"]) else f"{s['detection_s']:.2f}"),
             ("back after the outage (s)", "–" if s["recovery_s"] is None else
              "never" if math.isnan(s["recovery_s"]) else f"{s['recovery_s']:.2f}"),
             ("errors in the design", str(s["errors"])),

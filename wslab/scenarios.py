@@ -67,14 +67,16 @@ def _scenarios() -> dict[str, Scenario]:
             up, FaultPlan([ServerRestart(start_s=1.0, duration_s=0.5)]), clients=3, seed=2),
         Scenario(
             "slow_consumer",
-            "The server pushes 100 messages/s; the client application handles one per 15 ms.",
-            Workload(count=200, rate_per_s=100, direction="down", size_bytes=1024),
-            FaultPlan([SlowConsumer(side="client", delay_s=0.015)]), seed=3, settle_s=2.0),
+            "The server pushes 1000 messages/s for 0.6 s; the client application handles "
+            "one per 4 ms (250/s).",
+            Workload(count=600, rate_per_s=1000, direction="down", size_bytes=1024),
+            FaultPlan([SlowConsumer(side="client", delay_s=0.004)]), seed=3, settle_s=2.2),
         Scenario(
             "queue_overflow",
-            "The client produces 300 messages/s; the server application processes one per 5 ms.",
-            Workload(count=300, rate_per_s=300, direction="up", size_bytes=1024),
-            FaultPlan([SlowConsumer(side="server", delay_s=0.005)]), seed=4, settle_s=1.5),
+            "The client produces 1000 messages/s for 0.6 s; the server application processes "
+            "one per 4 ms (250/s).",
+            Workload(count=600, rate_per_s=1000, direction="up", size_bytes=1024),
+            FaultPlan([SlowConsumer(side="server", delay_s=0.004)]), seed=4, settle_s=2.2),
         Scenario(
             "idle_black_hole",
             "A NAT silently forgets the flow at 0.5 s: bytes vanish, no socket closes.",

@@ -20,6 +20,7 @@ import matplotlib.pyplot as plt
 from IPython.display import display
 
 from . import plots
+from .contract import Design
 from .lab import arun
 from .run import Run
 from .scenarios import Scenario
@@ -32,12 +33,20 @@ PLOTS: dict[str, Callable[..., Any]] = {
 
 
 class Playground:
-    """A panel that reruns ``design`` under ``make_scenario(knob.value)``."""
+    """A panel that reruns ``design`` under ``make_scenario(knob.value)``.
+
+    When the knob is a setting of the design rather than of the scenario (a
+    ping interval, a queue bound), pass ``design`` as a function of the knob's
+    value that returns the design, and ``make_scenario`` as a function that
+    ignores it. ``plot`` is ``"timeline"``, ``"queue"``, ``"latency"`` or a
+    function ``(run) -> Figure``.
+    """
 
     def __init__(self, design: Any, make_scenario: Callable[[Any], Scenario],
-                 knob: widgets.ValueWidget, *, plot: str = "timeline") -> None:
-        if plot not in PLOTS:
-            raise ValueError(f"plot must be one of {', '.join(PLOTS)}, got {plot!r}")
+                 knob: widgets.ValueWidget, *,
+                 plot: "str | Callable[[Run], Any]" = "timeline") -> None:
+        if not callable(plot) and plot not in PLOTS:
+            raise ValueError(f"plot must be one of {', '.join(PLOTS)} or a function, got {plot!r}")
         self.design, self.make_scenario, self.knob, self.plot = design, make_scenario, knob, plot
         self.button = widgets.Button(description="Run", icon="play", button_style="primary")
         self.progress = widgets.FloatProgress(value=0, min=0, max=1, description="idle",
@@ -62,7 +71,10 @@ class Playground:
         self.progress.bar_style = ""
         try:
             scenario = self.make_scenario(self.knob.value)
-            run = await arun(self.design, scenario,
+            design = self.design
+            if callable(design) and not isinstance(design, Design) and not hasattr(design, "handler"):
+                design = design(self.knob.value)
+            run = await arun(design, scenario,
                              progress=lambda f: setattr(self.progress, "value", f))
         except Exception as exc:
             self.progress.description, self.progress.bar_style = "failed", "danger"
@@ -76,7 +88,7 @@ class Playground:
         self.progress.description, self.progress.bar_style = "done", "success"
         with self.output:
             self.output.clear_output(wait=True)
-            figure = PLOTS[self.plot](run)
+            figure = self.plot(run) if callable(self.plot) else PLOTS[self.plot](run)
             display(figure)
             plt.close(figure)
             display(run)

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from ..contract import Design
 from ..errors import DesignContractError, UnknownNameError
+from ..loader import load_design
 from . import library_reconnect, naive, production
 
 DESIGNS: dict[str, Design] = {
@@ -11,11 +14,15 @@ DESIGNS: dict[str, Design] = {
 }
 
 
-def get_design(design: "str | Design | object") -> Design:
-    """A design by name (see :data:`DESIGNS`), a :class:`Design`, or any object
-    (a module, say) with ``handler`` and ``client`` attributes."""
+def get_design(design: "str | Path | Design | object") -> Design:
+    """A design by name (see :data:`DESIGNS`), a :class:`Design`, a Python file
+    (a :class:`~pathlib.Path` or a name ending in ``.py``; see
+    :func:`wslab.loader.load_design`), or any object (a module, say) with
+    ``handler`` and ``client`` attributes."""
     if isinstance(design, Design):
         return design
+    if isinstance(design, Path) or (isinstance(design, str) and design.endswith(".py")):
+        return load_design(design)
     if isinstance(design, str):
         if design in DESIGNS:
             return DESIGNS[design]

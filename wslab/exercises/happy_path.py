@@ -1,39 +1,11 @@
-"""Checkers for the exercises: run the learner's code for real, answer with a hint.
-
-A checker never shows a bare traceback: it says "passed", or what went wrong
-and where to look. Each checker names the lesson that sets its exercise.
-"""
+"""Lesson 01's exercise: when did the loss happen?"""
 
 from __future__ import annotations
 
-import traceback
 from collections.abc import Callable
-from dataclasses import dataclass
 
-from .run import Run
-
-
-@dataclass(frozen=True)
-class Verdict:
-    """``passed`` and a message for a person; shows as one line in Jupyter."""
-
-    passed: bool
-    message: str
-
-    def __bool__(self) -> bool:
-        return self.passed
-
-    def __repr__(self) -> str:
-        return ("✅ passed: " if self.passed else "❌ not yet: ") + self.message
-
-
-def _call(fn: Callable, *args: object) -> tuple[object, str | None]:
-    try:
-        return fn(*args), None
-    except Exception as exc:
-        where = traceback.extract_tb(exc.__traceback__)[-1]
-        return None, (f"your function raised {type(exc).__name__}: {exc} "
-                      f"(line {where.lineno}: {where.line!r})")
+from ..run import Run
+from .checking import Verdict, call_safely
 
 
 def check_loss_window(fn: Callable[[Run], "tuple[float, float] | None"], *runs: Run) -> Verdict:
@@ -43,7 +15,7 @@ def check_loss_window(fn: Callable[[Run], "tuple[float, float] | None"], *runs: 
         records = list(run.ledger.records.values())
         lost = [r for r in records if not r.deliveries and r.rejected_s is None]
         expected = (min(r.produced_s for r in lost), max(r.produced_s for r in lost)) if lost else None
-        got, error = _call(fn, run)
+        got, error = call_safely(fn, run)
         label = f"{run.design} × {run.scenario}"
         if error:
             return Verdict(False, error)
