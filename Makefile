@@ -19,8 +19,8 @@ lab: $(STAMP)
 
 ## Every test: the package's tests, then nbval over every notebook.
 test: $(STAMP)
-	$(BIN)/python -m pytest -p no:cacheprovider tests
-	$(BIN)/python -m pytest -p no:cacheprovider --nbval-lax --nbval-cell-timeout=120 --nbval-sanitize-with notebooks/sanitize.cfg notebooks
+	$(BIN)/python -m pytest -p no:cacheprovider -n 2 tests
+	$(BIN)/python -m pytest -p no:cacheprovider -n 2 --dist loadscope --nbval-lax --nbval-cell-timeout=120 --nbval-sanitize-with notebooks/sanitize.cfg notebooks
 
 bench: $(STAMP)
 	$(BIN)/python -m wslab bench

@@ -41,6 +41,10 @@ def test_backoff_without_jitter_is_plain_exponential_and_decorrelated_stays_in_r
     assert [round(b.next_delay(), 3) for _ in range(5)] == [0.1, 0.2, 0.4, 0.5, 0.5]
     d = Backoff(base_s=0.1, cap_s=0.5, jitter="decorrelated", rng=random.Random(1))
     assert all(0.1 <= d.next_delay() <= 0.5 for _ in range(50))
+    # the first retry is jittered too: clients that failed together do not retry together
+    firsts = {Backoff(base_s=0.1, jitter="decorrelated", rng=random.Random(i)).next_delay()
+              for i in range(20)}
+    assert len(firsts) == 20 and all(0.1 <= f <= 0.3 for f in firsts)
     with pytest.raises(wslab.ConfigError):
         Backoff(base_s=2, cap_s=1)
 

@@ -1,7 +1,8 @@
-"""Command line: ``python -m wslab scenarios | run | bench | audit``.
+"""Command line: ``python -m wslab scenarios | run | grade | audit | bench``.
 
-Exit status: 0 on success, 1 when an audit finds something (or a run fails),
-2 for bad usage (an unknown name, a bad number, a file that is not there).
+Exit status: 0 on success, 1 when a grade or an audit fails (or a run
+fails), 2 for bad usage (an unknown name, a bad number, a file that is not
+there or does not fit the design contract).
 """
 
 from __future__ import annotations
@@ -68,6 +69,15 @@ def _bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _grade(args: argparse.Namespace) -> int:
+    from .grading import grade
+
+    scenarios = args.scenario or None
+    result = grade(args.design, scenarios=scenarios, progress=False if args.json else None)
+    print(json.dumps(result.to_json(), indent=2) if args.json else result.text())
+    return 0 if result.passed else 1
+
+
 def _audit(args: argparse.Namespace) -> int:
     from .audit import audit
 
@@ -89,6 +99,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--clients", type=int, help="override the number of clients (1-1000)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=_run)
+    p = commands.add_parser("grade", help="run a design through the failure scenarios and score it (exit 1 if any fails)")
+    p.add_argument("design", help="a design name (e.g. production) or a Python file defining handler(websocket, app) and client(app)")
+    p.add_argument("--scenario", action="append", metavar="NAME",
+                   help="grade only this scenario (repeatable; default: all)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=_grade)
     p = commands.add_parser("bench", help="proxy overhead, injected latency accuracy, production vs raw echo, dead-peer detection")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=_bench)

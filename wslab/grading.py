@@ -21,6 +21,7 @@ does not decide the grade; the measurements do).
 
 from __future__ import annotations
 
+import asyncio
 import html
 import inspect
 import math
@@ -46,13 +47,17 @@ if TYPE_CHECKING:
 
 # A design that bounds its queues holds at most this many messages accepted and
 # not yet processed while the producer outruns the consumer fourfold; an
-# unbounded one holds the whole backlog (about 470 in the overload scenarios).
+# unbounded one holds the whole backlog (about 380 in the overload scenarios).
 MAX_QUEUE = 256
 # A dead peer must be noticed (the connection closed on the client's side)
 # within this long after a black hole opens.
 MAX_DETECTION_S = 2.0
-# Connection attempts per client in the reconnect storm: backoff keeps them few.
-MAX_ATTEMPTS_PER_CLIENT = 4.0
+# Connection attempts per client through the reconnect storm (the first connection
+# and the one that succeeds included): exponential backoff makes 4-5.2 through the
+# 0.4 s restart (measured), the library's reconnection 6.5-7, a fixed 50 ms retry
+# about 9. (Bursts per 10 ms are not graded: a loaded machine stalls the event loop
+# and fires many timers in one bucket, so that number measures the machine.)
+MAX_ATTEMPTS_PER_CLIENT = 6.0
 # A revoked client's messages produced this long after the revocation must not
 # be delivered (time for the server to notice the token).
 REVOKE_GRACE_S = 0.5
@@ -116,7 +121,7 @@ def _noticed(teacher: str = "06") -> Criterion:
     def measure(run: Run) -> tuple[bool, str]:
         d = run.detection_s
         if d is None or _nan(d):
-            return False, "the dead connection was never noticed"
+            return False, "the dead connection was still open (or closing) when the run ended"
         return d <= MAX_DETECTION_S, f"noticed after {d:.2f} s"
     return Criterion("dead peer noticed", f"a silently dead connection closed within "
                      f"{MAX_DETECTION_S:g} s", teacher, measure)
@@ -153,7 +158,7 @@ def _revoked_refused(teacher: str = "09") -> Criterion:
                      teacher, measure)
 
 
-def _few_attempts(teacher: str = "03") -> Criterion:
+def _backs_off(teacher: str = "03") -> Criterion:
     def measure(run: Run) -> tuple[bool, str]:
         per_client = run.connect_attempts / run.clients
         return (per_client <= MAX_ATTEMPTS_PER_CLIENT,
@@ -179,7 +184,7 @@ CRITERIA: dict[str, list[Criterion]] = {
     "lost_acknowledgements": [_no_loss("04"), _no_duplicates()],
     "shutdown_in_flight": [_no_loss("08"), _came_back(), _nothing_left()],
     "token_expiry": [_no_loss("09"), _revoked_refused(), _no_duplicates()],
-    "reconnect_storm": [_no_loss("04"), _came_back(), _few_attempts()],
+    "reconnect_storm": [_no_loss("04"), _came_back(), _backs_off()],
 }
 
 
@@ -393,10 +398,14 @@ class Gradebook:
 
 
 class _Progress:
-    """A progress bar: a widget in Jupyter, a line on a terminal, nothing otherwise."""
+    """A progress bar: a widget in Jupyter, a line on a terminal, nothing otherwise.
+
+    Progress is planned seconds done over planned seconds in all: each run
+    reports its own fraction, so runs going on at once add up."""
 
     def __init__(self, total_s: float, mode: "bool | None") -> None:
-        self.total_s, self.done_s, self.widget, self.stream = max(total_s, 1e-9), 0.0, None, None
+        self.total_s, self.widget, self.stream = max(total_s, 1e-9), None, None
+        self.done: dict[str, float] = {}  # run label -> planned seconds done
         self._shown: tuple[int, str] = (-1, "")
         if mode is False:
             return
@@ -411,8 +420,9 @@ class _Progress:
         elif mode is True or sys.stderr.isatty():
             self.stream = sys.stderr
 
-    def update(self, label: str, fraction_of_step: float, step_s: float) -> None:
-        value = min(1.0, (self.done_s + fraction_of_step * step_s) / self.total_s)
+    def update(self, label: str, fraction: float, step_s: float) -> None:
+        self.done[label] = fraction * step_s
+        value = min(1.0, sum(self.done.values()) / self.total_s)
         if self.widget is not None:
             self.widget.value = value
             self.label.value = label
@@ -421,9 +431,6 @@ class _Progress:
             bar = "#" * int(value * 30)
             self.stream.write(f"\r[{bar:<30}] {value:4.0%} {label:<60.60}")
             self.stream.flush()
-
-    def step_done(self, step_s: float) -> None:
-        self.done_s += step_s
 
     def close(self) -> None:
         if self.widget is not None:
@@ -453,27 +460,24 @@ def _audit_of(design: "Design", given: Any) -> AuditReport | None:
     return audit(Path(path)) if path and Path(path).is_file() else None
 
 
-async def _grade_one(given: Any, design: "Design", scenarios: Sequence[Scenario],
-                     progress: _Progress) -> Scorecard:
-    rows = []
-    for scenario in scenarios:
-        label = f"{design.name} × {scenario.name}"
-        step_s = scenario.planned_s + 0.5
+async def _grade_scenario(design: "Design", scenario: Scenario, progress: _Progress,
+                          slots: asyncio.Semaphore) -> ScenarioGrade:
+    label = f"{design.name} × {scenario.name}"
+    step_s = scenario.planned_s + 0.5
+    async with slots:
         try:
             run = await arun(design, scenario,
-                             progress=lambda f, label=label, step_s=step_s:
-                             progress.update(label, f, step_s))
+                             progress=lambda f: progress.update(label, f, step_s))
         except RunError as exc:
-            rows.append(ScenarioGrade(scenario.name, None, [], error=str(exc)))
-        else:
-            checks = [Check(c, *c.measure(run)) for c in CRITERIA.get(scenario.name, [])]
-            rows.append(ScenarioGrade(scenario.name, run, checks))
-        progress.step_done(step_s)
-    return Scorecard(design.name, rows, _audit_of(design, given))
+            return ScenarioGrade(scenario.name, None, [], error=str(exc))
+        finally:
+            progress.update(label, 1.0, step_s)
+    checks = [Check(c, *c.measure(run)) for c in CRITERIA.get(scenario.name, [])]
+    return ScenarioGrade(scenario.name, run, checks)
 
 
 async def agrade(*designs: Any, scenarios: "Sequence[str | Scenario] | None" = None,
-                 progress: "bool | None" = None) -> "Scorecard | Gradebook":
+                 progress: "bool | None" = None, concurrency: int = 1) -> "Scorecard | Gradebook":
     """Grade one design (a :class:`Scorecard`) or several (a :class:`Gradebook`).
 
     ``designs``: design names, :class:`~wslab.Design` objects, modules, or
@@ -483,35 +487,44 @@ async def agrade(*designs: Any, scenarios: "Sequence[str | Scenario] | None" = N
     with no check. ``progress``: None shows a bar in Jupyter and on a
     terminal, True always, False never. A design that does not load or fit
     the contract raises :class:`~wslab.DesignContractError` before any run.
+
+    ``concurrency`` runs that many scenarios at once, each in its own lab (own
+    ports, own ledger), which makes grading several times faster. The runs
+    then share the CPU: grade with the default 1 when a criterion sits close
+    to its bound, since a loaded machine delays timers.
     """
     if not designs:
         raise ConfigError("grade what? give a design name, a Design, or a .py file")
     chosen = [get_scenario(s) for s in (scenarios if scenarios is not None else list(SCENARIOS))]
     if not chosen:
         raise ConfigError("scenarios is empty: give at least one scenario name")
+    if not isinstance(concurrency, int) or not 1 <= concurrency <= 16:
+        raise ConfigError(f"concurrency must be an integer from 1 to 16, got {concurrency!r}")
     resolved = [(given, get_design(given)) for given in designs]  # all checked before any run
     total_s = sum(s.planned_s + 0.5 for s in chosen) * len(designs)
     bar = _Progress(total_s, progress)
-    cards = []
+    slots = asyncio.Semaphore(concurrency)
     try:
-        for given, design in resolved:
-            cards.append(await _grade_one(given, design, chosen, bar))
+        rows = await asyncio.gather(*(_grade_scenario(design, scenario, bar, slots)
+                                      for _, design in resolved for scenario in chosen))
     finally:
         bar.close()
+    n = len(chosen)
+    cards = [Scorecard(design.name, list(rows[i * n:(i + 1) * n]), _audit_of(design, given))
+             for i, (given, design) in enumerate(resolved)]
     return cards[0] if len(cards) == 1 else Gradebook(cards)
 
 
 def grade(*designs: Any, scenarios: "Sequence[str | Scenario] | None" = None,
-          progress: "bool | None" = None) -> "Scorecard | Gradebook":
+          progress: "bool | None" = None, concurrency: int = 1) -> "Scorecard | Gradebook":
     """:func:`agrade` from synchronous code (a script, a test, a notebook cell
     without ``await``); see :func:`wslab.run` for how it nests in a running loop."""
-    import asyncio
-
+    options = dict(scenarios=scenarios, progress=progress, concurrency=concurrency)
     try:
         loop = asyncio.get_running_loop()
     except RuntimeError:
-        return asyncio.run(agrade(*designs, scenarios=scenarios, progress=progress))
+        return asyncio.run(agrade(*designs, **options))
     import nest_asyncio2
 
     nest_asyncio2.apply(loop)
-    return loop.run_until_complete(agrade(*designs, scenarios=scenarios, progress=progress))
+    return loop.run_until_complete(agrade(*designs, **options))

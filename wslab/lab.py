@@ -27,11 +27,13 @@ import logging
 import re
 import time
 import traceback
+from pathlib import Path
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from websockets.asyncio.server import Server, serve
+from websockets.protocol import State
 
 from .contract import ClientApp, Design, ServerApp, _current_client, _Outbox
 from .designs import get_design
@@ -54,10 +56,17 @@ _design_logger.propagate = False
 _design_logger.addHandler(logging.NullHandler())
 
 _PRODUCTION_LOGGER = logging.getLogger("wslab.production")
+# Files loaded by wslab.loader log under this name (their __name__): kept in
+# run.logs, never printed.
+_SUBMISSIONS_LOGGER = logging.getLogger("wslab.submissions")
+_SUBMISSIONS_LOGGER.propagate = False
+_SUBMISSIONS_LOGGER.setLevel(logging.INFO)
+_SUBMISSIONS_LOGGER.addHandler(logging.NullHandler())
+_CAPTURED = (_PRODUCTION_LOGGER, _SUBMISSIONS_LOGGER)
 
 
 class _LogCapture(logging.Handler):
-    """Keeps what the production design logged during one run, as dicts."""
+    """Keeps what the production design (or a loaded file) logged during one run, as dicts."""
 
     def __init__(self, ctx: "_RunContext") -> None:
         super().__init__(logging.DEBUG)
@@ -186,6 +195,7 @@ class _LabServer:
         self.state: dict = {}
         self.store: dict = {}  # durable: survives restarts
         self.outages = 0  # restart windows in force (they may overlap)
+        self.live: set[Any] = set()  # server connections not known to be closed
 
     async def start(self) -> int:
         self.state = {}
@@ -201,20 +211,30 @@ class _LabServer:
         return self.port
 
     async def stop(self, code: int = 1001) -> None:
+        """Close every connection with ``code`` and stop listening. A connection
+        still closing after the grace period (a handler that stopped reading
+        cannot receive the peer's close frame, and the library would wait out
+        its close_timeout, 10 s by default) is aborted, as a dying process would."""
         server, self.server = self.server, None
         if server is None:
             return
         server.close(code=code)
         try:
-            await asyncio.wait_for(server.wait_closed(), TEARDOWN_GRACE_S)
+            await asyncio.wait_for(asyncio.shield(server.wait_closed()), TEARDOWN_GRACE_S)
         except TimeoutError:
-            for conn in list(server.connections):
+            for conn in list(self.live):
                 conn.transport.abort()
+            try:
+                await asyncio.wait_for(server.wait_closed(), TEARDOWN_GRACE_S)
+            except TimeoutError:
+                pass  # the handlers still running are the design's; teardown reports them
+        self.live = {c for c in self.live if c.state is not State.CLOSED}
 
     async def _handle(self, websocket: Any) -> None:
         match = _PATH.match(websocket.request.path)
         client_id = int(match.group(1)) if match else None
         self.opens.append((round(self.ctx.now(), 6), client_id))
+        self.live = {c for c in self.live if c.state is not State.CLOSED} | {websocket}
         app = ServerApp(self.ctx, client_id, self.down.get(client_id), self.state, self.store)
         try:
             await self.design.handler(websocket, app)
@@ -337,7 +357,8 @@ async def arun(
     token = _current_run.set(ctx)
     _install_factory(loop)
     log_capture = _LogCapture(ctx)
-    _PRODUCTION_LOGGER.addHandler(log_capture)
+    for logger in _CAPTURED:
+        logger.addHandler(log_capture)
     try:
         # The body runs in a task of its own so that the run's context (and
         # the tasks that inherit it) never leaks into the caller's.
@@ -362,7 +383,8 @@ async def arun(
             await asyncio.wait([body], timeout=TEARDOWN_GRACE_S * 2)
             raise
     finally:
-        _PRODUCTION_LOGGER.removeHandler(log_capture)
+        for logger in _CAPTURED:
+            logger.removeHandler(log_capture)
         _uninstall_factory(loop)
 
 
@@ -475,11 +497,28 @@ async def _teardown(ctx: _RunContext, design: Design, server: _LabServer, proxy:
     if stuck:
         raise DesignHangError(
             "the design's tasks ignored cancellation at teardown: "
-            + ", ".join(t.get_name() + " " + getattr(t.get_coro(), "__qualname__", "?") for t in stuck)
+            + "; ".join(_where_stuck(t) for t in stuck)
             + ". Do not catch CancelledError without re-raising it.",
             [t.get_name() for t in stuck],
         )
     return len(left_behind)
+
+
+def _where_stuck(task: asyncio.Task) -> str:
+    """A task's name and the innermost line it waits on: 'Task-7 handler, waiting at mine.py:31'."""
+    coro = task.get_coro()
+    name = f"{task.get_name()} {getattr(coro, '__qualname__', '?')}"
+    where = None
+    while coro is not None:  # follow the awaits down to the innermost coroutine
+        frame = getattr(coro, "cr_frame", None) or getattr(coro, "ag_frame", None)
+        if frame is not None and "asyncio" not in Path(frame.f_code.co_filename).parts:
+            where = frame
+
+        coro = getattr(coro, "cr_await", None) or getattr(coro, "ag_await", None)
+    if where is not None:
+        name += (f", waiting at {Path(where.f_code.co_filename).name}:{where.f_lineno} "
+                 f"in {where.f_code.co_name}")
+    return name
 
 
 def run(design: "str | Design | object", scenario: "str | Scenario" = "network_interruption",

@@ -14,8 +14,9 @@ traceback from the lab's insides:
 - it defines no ``handler``/``client``, or defines them with another shape
   (a one-argument handler, a client that takes a URI...).
 
-The module is imported under a private name, with ``__name__`` not
-``"__main__"``, so a ``main()`` guarded as scripts usually are does not run.
+The module is imported as ``wslab.submissions.<file name>_<n>``, so a
+``main()`` guarded as scripts usually are does not run, and what it logs with
+``logging.getLogger(__name__)`` is kept in ``run.logs``, not printed.
 """
 
 from __future__ import annotations
@@ -116,7 +117,9 @@ def _refuse_blocking_top_level(tree: ast.Module, label: str) -> None:
 
 
 def _import(text: str, label: str, path: Path | None, timeout_s: float) -> types.ModuleType:
-    module_name = f"wslab_submission_{next(_counter)}"
+    # Under wslab.submissions: what the file logs goes to run.logs (see wslab.lab).
+    stem = "".join(c if c.isalnum() else "_" for c in (path.stem if path else "pasted"))
+    module_name = f"wslab.submissions.{stem}_{next(_counter)}"
     filename = str(path) if path else f"<{module_name}>"
     module = types.ModuleType(module_name)
     module.__file__ = filename

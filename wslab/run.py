@@ -138,6 +138,7 @@ class Run:
         out["peak_buffered_bytes"] = max(
             (s["client_buffer"] + s["server_buffer"] + s["proxy_buffer"]
              for s in self.samples), default=0)
+        out["peak_backlog"] = max((s["producer_backlog"] for s in self.samples), default=0)
         out["reconnects"] = self.reconnects
         out["connect_attempts"] = self.connect_attempts
         recovery = self.recovery_s
@@ -174,6 +175,7 @@ class Run:
              " / ".join(fmt(lat[k]) for k in ("p50", "p95", "p99", "max"))),
             ("peak queue (messages)", str(s["peak_queue"])),
             ("peak buffered (bytes)", f"{s['peak_buffered_bytes']:,}"),
+            ("peak waiting in the application (messages)", str(s["peak_backlog"])),
             ("reconnects", str(s["reconnects"])),
             ("connection attempts", str(s["connect_attempts"])),
             ("dead peer noticed after (s)", "–" if s["detection_s"] is None else

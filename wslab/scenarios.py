@@ -67,16 +67,16 @@ def _scenarios() -> dict[str, Scenario]:
             up, FaultPlan([ServerRestart(start_s=1.0, duration_s=0.5)]), clients=3, seed=2),
         Scenario(
             "slow_consumer",
-            "The server pushes 1000 messages/s for 0.6 s; the client application handles "
+            "The server pushes 1000 messages/s for 0.5 s; the client application handles "
             "one per 4 ms (250/s).",
-            Workload(count=600, rate_per_s=1000, direction="down", size_bytes=1024),
-            FaultPlan([SlowConsumer(side="client", delay_s=0.004)]), seed=3, settle_s=2.2),
+            Workload(count=500, rate_per_s=1000, direction="down", size_bytes=1024),
+            FaultPlan([SlowConsumer(side="client", delay_s=0.004)]), seed=3, settle_s=2.5),
         Scenario(
             "queue_overflow",
-            "The client produces 1000 messages/s for 0.6 s; the server application processes "
+            "The client produces 1000 messages/s for 0.5 s; the server application processes "
             "one per 4 ms (250/s).",
-            Workload(count=600, rate_per_s=1000, direction="up", size_bytes=1024),
-            FaultPlan([SlowConsumer(side="server", delay_s=0.004)]), seed=4, settle_s=2.2),
+            Workload(count=500, rate_per_s=1000, direction="up", size_bytes=1024),
+            FaultPlan([SlowConsumer(side="server", delay_s=0.004)]), seed=4, settle_s=2.5),
         Scenario(
             "idle_black_hole",
             "A NAT silently forgets the flow at 0.5 s: bytes vanish, no socket closes.",
@@ -84,9 +84,10 @@ def _scenarios() -> dict[str, Scenario]:
             FaultPlan([BlackHole(start_s=0.5, duration_s=0.5)]), seed=5),
         Scenario(
             "latency_spike",
-            "Latency jumps to 300 ms (± 50 ms) both ways for 1 s; echoes measure it.",
+            "Latency jumps to 150 ms (± 30 ms) each way for 1 s; echoes measure it. A keepalive "
+            "timeout shorter than the round trip (about 0.3 s) sees a dead peer that is not.",
             Workload(count=200, rate_per_s=100, direction="up", echo=True),
-            FaultPlan([Latency(start_s=0.6, duration_s=1.0, delay_s=0.3, jitter_s=0.05)]), seed=6),
+            FaultPlan([Latency(start_s=0.6, duration_s=1.0, delay_s=0.15, jitter_s=0.03)]), seed=6),
         Scenario(
             "lost_acknowledgements",
             "Every acknowledgement frame from the server is dropped for 0.6 s "

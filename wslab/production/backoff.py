@@ -7,7 +7,8 @@ reconnection attempt; the caller sleeps. Three policies:
   connection at the same moment retries at the same moments: a storm.
 - ``"full"`` (the default): a uniform draw in ``[0, that delay]``, the "full
   jitter" that spreads retries best for the least total work.
-- ``"decorrelated"``: ``min(cap, uniform(base, 3 * previous))``.
+- ``"decorrelated"``: ``min(cap, uniform(base, 3 * previous))``, where the
+  previous delay is ``base`` before the first attempt.
 
 ``reset()`` after a connection that stayed up long enough, so that the next
 outage starts again from short delays. Draws come from ``rng`` (seed it).
@@ -51,7 +52,10 @@ class Backoff:
         elif self.jitter == "full":
             delay = self.rng.uniform(0, ceiling)
         else:
-            delay = min(self.cap_s, self.rng.uniform(self.base_s, max(self.base_s, 3 * self._previous_s)))
+            # The first draw starts from base (AWS's "sleep = base"), so it is jittered
+            # too: uniform(base, 3 * base), not always exactly base.
+            previous = self._previous_s or self.base_s
+            delay = min(self.cap_s, self.rng.uniform(self.base_s, 3 * previous))
         self._previous_s = delay
         return delay
 
