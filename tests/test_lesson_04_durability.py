@@ -1,0 +1,144 @@
+"""Lesson 04 (durability): the prompt codes, the experiments and the exercise
+checker behave as notebooks/04_durability.ipynb says. Real runs on loopback;
+no timing assertions."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+import wslab
+from wslab.exercises import durability as exercise
+from wslab.experiments import durability
+
+PROMPTS = wslab.prompts.load("04_durability")
+
+
+# The worked solution and realistic wrong answers ---------------------------
+
+
+class Solution:
+    def __init__(self):
+        self.next_seq = 0
+        self.pending = {}
+
+    def add(self, message):
+        seq = self.next_seq
+        self.next_seq += 1
+        self.pending[seq] = message
+        return seq
+
+    def ack(self, upto_seq):
+        for seq in [seq for seq in self.pending if seq <= upto_seq]:
+            del self.pending[seq]
+
+    def to_resend(self):
+        return list(self.pending.items())
+
+
+class AckRemovesOnlyThatNumber(Solution):
+    def ack(self, upto_seq):
+        self.pending.pop(upto_seq, None)
+
+
+class ForgetsWhatItResends(Solution):
+    def to_resend(self):
+        items = list(self.pending.items())
+        self.pending.clear()
+        return items
+
+
+class NumbersFromLength(Solution):
+    def add(self, message):
+        seq = len(self.pending)
+        self.pending[seq] = message
+        return seq
+
+
+class AckClearsEverything(Solution):
+    def ack(self, upto_seq):
+        self.pending.clear()
+
+
+class ResendsBodiesOnly(Solution):
+    def to_resend(self):
+        return list(self.pending.values())
+
+
+class ResendsNewestFirst(Solution):
+    def to_resend(self):
+        return list(reversed(self.pending.items()))
+
+
+class BrokenConstructor:
+    def __init__(self):
+        raise RuntimeError("oops")
+
+
+def test_the_worked_solution_passes_offline_and_in_the_lab():
+    verdict = asyncio.run(exercise.check_outbound_buffer(Solution))
+    assert verdict, verdict
+    assert "0 lost" in verdict.message and "1 reconnection" in verdict.message
+
+
+@pytest.mark.parametrize("wrong, hint", [
+    (AckRemovesOnlyThatNumber, "cumulative"),
+    (ForgetsWhatItResends, "the previous call returned it"),
+    (NumbersFromLength, "never reused"),
+    (AckClearsEverything, "left out 'm3' (seq 3)"),
+    (ResendsBodiesOnly, "(seq, message) pairs"),
+    (ResendsNewestFirst, "oldest first"),
+    (BrokenConstructor, "RuntimeError: oops"),
+])
+def test_wrong_answers_fail_offline_with_a_hint_that_names_the_problem(wrong, hint):
+    verdict = exercise.check_outbound_buffer_offline(wrong)
+    assert not verdict
+    assert hint in verdict.message, verdict.message
+
+
+def test_a_buffer_that_forgets_on_ack_loses_messages_in_the_lab_and_the_hint_names_one():
+    verdict = asyncio.run(exercise.check_outbound_buffer_in_lab(AckClearsEverything))
+    assert not verdict
+    assert "were lost, the first u0." in verdict.message
+    assert "to_resend() never returned it" in verdict.message
+
+
+def test_the_full_check_stops_at_the_scripted_moments():
+    # ForgetsWhatItResends survives one cut in the lab; the scripted moments catch it.
+    assert asyncio.run(exercise.check_outbound_buffer_in_lab(ForgetsWhatItResends))
+    verdict = asyncio.run(exercise.check_outbound_buffer(ForgetsWhatItResends))
+    assert not verdict and "the previous call returned it" in verdict.message
+
+
+# The prompt codes and the experiments ---------------------------------------
+
+
+def test_vague_code_loses_what_was_in_flight_and_better_code_loses_nothing():
+    scenario = durability.interruption()
+    vague = wslab.run(PROMPTS.design("vague"), scenario)
+    better = wslab.run(PROMPTS.design("better"), scenario)
+    v, b = vague.summary(), better.summary()
+    assert v["reconnects"] >= 1 and b["reconnects"] >= 1
+    assert v["lost"] > 0 and b["lost"] == 0
+    cut = durability.CUT_AT_S
+    assert all(cut - 0.2 <= t <= cut + 0.05 for t in durability.produced_s_of_lost(vague))
+    assert b["duplicated"] > 0  # acknowledgements lost with the connection: at least once
+    assert vague.tasks_left == 0 and better.tasks_left == 0
+    assert better.errors == []
+
+
+def test_reconnect_loses_a_busy_servers_backlog_and_durable_resends_it():
+    restart = durability.busy_restart()
+    before = durability.fate(wslab.run("reconnect", restart))
+    after = durability.fate(wslab.run("durable", restart))
+    assert before.lost > 20 and before.resent == 0
+    assert after.lost == 0 and after.resent > 20
+    assert before.lost_produced_s is not None and after.lost_produced_s is None
+    assert "lost 0" in str(after)
+
+
+def test_the_lesson_scenarios_fit_a_notebook():
+    for scenario in (durability.interruption(), durability.busy_restart(),
+                     durability.interruption(1.5)):
+        assert scenario.planned_s <= 2.7, scenario.name

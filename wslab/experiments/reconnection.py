@@ -1,0 +1,272 @@
+"""Lesson 03's experiments: a reconnect storm, and what jitter does to it.
+
+What this module measures
+-------------------------
+Many clients lose their connection at the same moment (the server restarts)
+and all try to come back. How they schedule their attempts decides how much
+work the storm costs and how soon everyone is back:
+
+- :data:`POLICIES`: three reconnection policies of the production client
+  (``wslab.production``), the same code with other backoff settings: no
+  backoff (a constant 10 ms pause), exponential backoff without jitter, and
+  exponential backoff with full jitter;
+- :class:`HandshakeBudget`: a server that can answer only so many opening
+  handshakes per 10 ms and answers ``503 Service Unavailable`` beyond that.
+  On loopback a restarted server takes hundreds of handshakes at once for
+  free; a real one spends work on each (TLS, checking a token, loading the
+  session), and protects itself like this (or its load balancer does).
+  Without such a limit, synchronised retries cost nothing in the lab and
+  jitter only makes recovery slower: the budget is what makes the
+  experiment honest about why jitter matters;
+- :func:`storm_numbers` reads a run: the most attempts in one 10 ms bucket,
+  attempts while the server was down, handshakes the restarted server had to
+  answer (accepted or refused), and how long until every client was back;
+- :func:`attempts_figure` draws connection attempts over time, one panel per
+  run, the restart shaded.
+
+:func:`storm` is the lesson's storm scenario; :func:`silent_then_cut` the one
+where messages are handed to connections that die (for ``library_reconnect``).
+:func:`design_with_delay` builds the production client around any
+``delay(attempt, rng)`` function (the lesson's exercise).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import random
+from collections import deque
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
+from http import HTTPStatus
+from typing import Any
+
+import matplotlib.pyplot as plt
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+
+from ..contract import Design
+from ..designs import production as steps
+from ..faults import BlackHole, Cut, Fault, FaultPlan, ServerRestart
+from ..lab import arun
+from ..plots import FAULT_ALPHA, FAULT_COLORS
+from ..production import server
+from ..production.client import ReliableClient
+from ..production.settings import Settings
+from ..run import Run
+from ..scenarios import Scenario, get_scenario
+from ..workload import Workload
+
+# The ``reconnect`` step's settings: reconnection on, nothing else of lesson 04+.
+RECONNECT_SETTINGS: Settings = steps._RECONNECT
+
+BUCKET_S = 0.01  # attempts are counted per 10 ms
+
+# Three ways to schedule reconnection attempts (changes to RECONNECT_SETTINGS), after
+# the AWS Architecture Blog's "Exponential Backoff And Jitter".
+POLICIES: dict[str, dict[str, Any]] = {
+    "no backoff": {"backoff_jitter": "none", "backoff_factor": 1.0, "backoff_base_s": 0.01},
+    "exponential, no jitter": {"backoff_jitter": "none"},
+    "exponential, full jitter": {"backoff_jitter": "full"},
+}
+
+
+def storm(clients: int = 100, seed: int = 9) -> Scenario:
+    """The lesson's storm: ``reconnect_storm`` made shorter. The server restarts at
+    0.35 s and is back at 0.65 s; each client sends a message at 0, 0.2, 0.4 and
+    0.6 s; the run ends 1.8 s after the server is back, or as soon as every
+    message arrived."""
+    return get_scenario("reconnect_storm").with_(
+        clients=clients, seed=seed,
+        workload=Workload(count=4, rate_per_s=5, direction="up"),
+        faults=FaultPlan([ServerRestart(start_s=0.35, duration_s=0.3)]),
+        settle_s=1.8)
+
+
+def silent_then_cut(clients: int = 50, seed: int = 3) -> Scenario:
+    """Messages handed to a connection that dies: the network silently swallows
+    every byte from 0.3 s to 0.6 s (a black hole: no socket closes, ``send()``
+    keeps returning), then resets every connection (a cut, 50 ms). Each client
+    sends 20 messages per second from 0 to 0.7 s. Whatever was sent into the hole is
+    gone unless the design kept it: reconnecting does not bring it back."""
+    return get_scenario("network_interruption").with_(
+        clients=clients, seed=seed,
+        workload=Workload(count=15, rate_per_s=20, direction="up"),
+        faults=FaultPlan([BlackHole(start_s=0.3, duration_s=0.3), Cut(start_s=0.6, duration_s=0.05)]),
+        settle_s=0.3)
+
+
+class HandshakeBudget:
+    """``process_request`` for ``serve()``: at most ``per_window`` opening handshakes
+    in any ``window_s``; beyond that, ``503 Service Unavailable`` (which
+    ``websockets`` clients, and the production client, treat as retryable).
+
+    ``answered`` and ``refused`` count the handshakes since it was created.
+    """
+
+    def __init__(self, per_window: int = 10, window_s: float = BUCKET_S) -> None:
+        if per_window < 1 or window_s <= 0:
+            raise ValueError(f"need per_window >= 1 and window_s > 0, got {per_window!r}, {window_s!r}")
+        self.per_window, self.window_s = per_window, window_s
+        self._recent: deque[float] = deque()
+        self.answered = 0
+        self.refused = 0
+
+    def __call__(self, connection: Any, request: Any) -> Any:
+        now = asyncio.get_running_loop().time()
+        while self._recent and now - self._recent[0] >= self.window_s:
+            self._recent.popleft()
+        self.answered += 1
+        if len(self._recent) >= self.per_window:
+            self.refused += 1
+            return connection.respond(HTTPStatus.SERVICE_UNAVAILABLE, "busy, try again later\n")
+        self._recent.append(now)
+        return None
+
+
+def with_budget(design: Design, budget: HandshakeBudget) -> Design:
+    """``design`` with its server answering at most ``budget`` handshakes."""
+    return replace(design, serve_options={**design.serve_options, "process_request": budget})
+
+
+def policy_design(policy: str) -> Design:
+    """The production client with reconnection only, scheduled by ``policy``
+    (a key of :data:`POLICIES`)."""
+    return steps.design(policy, replace(RECONNECT_SETTINGS, **POLICIES[policy]))
+
+
+@dataclass
+class _FunctionBackoff:
+    """What :class:`ReliableClient` asks of its backoff, served by a ``delay`` function."""
+
+    delay: Callable[[int, random.Random], float]
+    rng: random.Random
+    attempt: int = 0
+
+    def next_delay(self) -> float:
+        value = float(self.delay(self.attempt, self.rng))
+        self.attempt += 1
+        return max(0.0, value)
+
+    def reset(self) -> None:
+        self.attempt = 0
+
+
+def design_with_delay(delay: Callable[[int, random.Random], float], name: str = "your delay",
+                      settings: Settings = RECONNECT_SETTINGS) -> Design:
+    """The production client with reconnection only, waiting ``delay(attempt, rng)``
+    seconds before each attempt (``attempt`` counts from 0 since the last stable
+    connection; ``rng`` is the client's own seeded ``random.Random``)."""
+
+    async def client(app) -> None:
+        reliable = ReliableClient(app, settings, seed=app.seed)
+        reliable.backoff = _FunctionBackoff(delay, random.Random(app.seed))  # type: ignore[assignment]
+        await reliable.run()
+
+    return Design(name, handler=server.make_handler(settings), client=client,
+                  serve_options=server.serve_options(settings),
+                  stop_grace_s=settings.stop_timeout_s + 0.1)
+
+
+def _outage(run: Run) -> Fault:
+    """The run's first outage: a server restart, or a cut (every connection reset)."""
+    outages = [f for f in run.faults if isinstance(f, (ServerRestart, Cut))]
+    if not outages:
+        raise ValueError(f"{run.design} × {run.scenario} has no server restart and no cut")
+    return min(outages, key=lambda f: f.start_s)
+
+
+def storm_numbers(run: Run) -> dict[str, Any]:
+    """The cost of the storm in ``run`` (a run with a :class:`ServerRestart` or a
+    :class:`Cut`), measured from the start of its first outage.
+
+    ``peak``: the most connection attempts in one 10 ms bucket; ``while_down``:
+    attempts while the server (or the network) was down; ``answered``: attempts
+    from the moment it was back, each one a handshake the server had to answer,
+    accepted or refused; ``missing``: clients that had no connection to the
+    server since it came back when the run ended; ``back_s``: seconds from its
+    return until every client had one (nan when some are missing). Clients
+    still trying to get in for the first time count too.
+    """
+    outage = _outage(run)
+    up_s = outage.end_s if outage.end_s is not None else math.inf
+    accepts = [t for t, _, event in run.connections if event == "accept"]
+    first_back: dict[int | None, float] = {}
+    for t, client in run.server_opens:
+        if t >= outage.start_s and client not in first_back:
+            first_back[client] = t
+    missing = run.clients - len(first_back)
+    back = max(first_back.values(), default=math.nan) - up_s if not missing else math.nan
+    return {
+        "design": run.design,
+        "peak": max(run.attempts_per_bucket(BUCKET_S, after_s=outage.start_s), default=0),
+        "while_down": sum(outage.start_s <= t < up_s for t in accepts),
+        "answered": sum(t >= up_s for t in accepts),
+        "missing": missing,
+        "back_s": round(max(0.0, back), 4) if not math.isnan(back) else math.nan,
+        "lost": run.summary()["lost"],
+    }
+
+
+async def compare_policies(scenario: Scenario, *, per_window: int | None = 10,
+                           policies: list[str] | None = None) -> dict[str, Run]:
+    """Run ``scenario`` once per policy (all of :data:`POLICIES` by default), each
+    against a server with a fresh :class:`HandshakeBudget` of ``per_window``
+    handshakes per 10 ms (None: no limit). Returns the runs by policy."""
+    runs: dict[str, Run] = {}
+    for policy in policies or list(POLICIES):
+        design = policy_design(policy)
+        if per_window is not None:
+            design = with_budget(design, HandshakeBudget(per_window))
+        runs[policy] = await arun(design, scenario)
+    return runs
+
+
+def table(runs: Mapping[str, Run]) -> str:
+    """:func:`storm_numbers` of each run, one line each, for a person to read."""
+    head = f"{'':<26}{'peak /10 ms':>12}{'while down':>12}{'answered':>10}{'all back after':>16}"
+    lines = [head]
+    for label, run in runs.items():
+        n = storm_numbers(run)
+        back = f"{n['missing']} not back" if n["missing"] else f"{n['back_s']:.2f} s"
+        lines.append(f"{label:<26}{n['peak']:>12}{n['while_down']:>12}{n['answered']:>10}{back:>16}")
+    return "\n".join(lines)
+
+
+def attempts_figure(runs: Mapping[str, Run], *, bucket_s: float = BUCKET_S) -> Figure:
+    """Connection attempts over time, one panel per run (labelled by its key).
+
+    Each bar counts the attempts the proxy accepted in one ``bucket_s`` bucket
+    (failed ones included); the shaded window is the server restart; the
+    dotted line is the number of clients (every client at once). The panels
+    share both axes, so the same height means the same load.
+    """
+    if not runs:
+        raise ValueError("attempts_figure needs at least one run")
+    fig, axes = plt.subplots(len(runs), 1, sharex=True, sharey=True, squeeze=False,
+                             figsize=(9.0, 1.0 + 1.6 * len(runs)), layout="constrained")
+    span = max(max((t for t, _, _ in run.connections), default=0.0) for run in runs.values())
+    clients = max(run.clients for run in runs.values())
+    for ax, (label, run) in zip(axes[:, 0], runs.items()):
+        counts = run.attempts_per_bucket(bucket_s)
+        ax.bar([i * bucket_s for i in range(len(counts))], counts, width=bucket_s, align="edge",
+               color="#1f4e9c", linewidth=0, gid="attempts")
+        for fault in run.faults:
+            if isinstance(fault, (ServerRestart, Cut)):
+                end = fault.end_s if fault.end_s is not None else span
+                ax.axvspan(fault.start_s, end, color=FAULT_COLORS[fault.kind],
+                           alpha=FAULT_ALPHA, linewidth=0, zorder=0)
+        ax.axhline(run.clients, color="0.4", linestyle=":", linewidth=1)
+        n = storm_numbers(run)
+        back = (f"{n['missing']} of {run.clients} not back" if n["missing"]
+                else f"all back {n['back_s']:.2f} s after")
+        ax.set_title(f"{label}: {run.connect_attempts} attempts, peak {n['peak']} in 10 ms, "
+                     f"{n['answered']} handshakes after the restart, {back}",
+                     fontsize="medium", loc="left")
+        ax.set_ylabel(f"attempts\nper {bucket_s * 1000:g} ms")
+        ax.yaxis.set_major_locator(MaxNLocator(nbins=4, integer=True))
+    axes[0, 0].set_ylim(0, clients * 1.1)
+    axes[0, 0].set_xlim(0, span + bucket_s)
+    axes[-1, 0].set_xlabel("time since start (s); shaded: the server is down; "
+                           "dotted: every client at once")
+    return fig
