@@ -28,8 +28,12 @@ def test_environment_yml_has_every_dependency():
     assert "-e ." in (ROOT / "environment.yml").read_text()
 
 
-def test_there_are_notebooks():
-    assert [p.name for p in NOTEBOOKS][:2] == ["00_start_here.ipynb", "01_happy_path.ipynb"]
+def test_every_notebook_is_a_lesson_of_the_course_in_order():
+    from wslab.course import LESSONS
+
+    names = [p.name for p in NOTEBOOKS]
+    expected = [Path(lesson.notebook).name for lesson in LESSONS.values()]
+    assert names == expected[:len(names)] and len(names) >= 8
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)

@@ -17,6 +17,7 @@ way in every picture, one color per kind of fault.
 from __future__ import annotations
 
 import math
+import textwrap
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -546,8 +547,8 @@ def _short_verdict(row: Any) -> str:
     if row.passed:
         return "pass"
     first = row.failures[0]
-    return f"{first.criterion.key}\n{first.measured}".replace(" messages", "").replace(
-        "connection attempts", "attempts")
+    measured = first.measured.replace(" messages", "").replace("connection attempts", "attempts")
+    return first.criterion.key + "\n" + textwrap.fill(measured, width=22)
 
 
 def scorecard(book: Any) -> Figure:
@@ -559,7 +560,7 @@ def scorecard(book: Any) -> Figure:
     """
     cards = getattr(book, "cards", [book])
     scenarios = [row.scenario for row in cards[0].rows]
-    fig, ax = plt.subplots(figsize=(1.25 * len(scenarios) + 2.2, 0.75 * len(cards) + 1.6),
+    fig, ax = plt.subplots(figsize=(1.35 * len(scenarios) + 2.2, 1.0 * len(cards) + 1.4),
                            layout="constrained")
     for i, card in enumerate(cards):
         for j, row in enumerate(card.rows):

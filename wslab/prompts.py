@@ -8,11 +8,12 @@ assistants produce. A folder without code files stands for wslab's own
 ``naive`` and ``production`` designs (lesson 01).
 
 :func:`side_by_side` runs both codes under the lesson's scenario and draws
-them next to each other.
+them next to each other; :func:`grade_both` grades both on every scenario.
 """
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +25,7 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
     from .contract import Design
+    from .grading import Gradebook
     from .run import Run
 
 DATA = Path(__file__).resolve().parent.parent / "data" / "prompts"
@@ -98,8 +100,25 @@ async def side_by_side(lesson: str, scenario: Any, *, kind: str = "timeline",
     from .lab import arun
 
     pair = load(lesson)
-    vague = await arun(pair.design("vague"), scenario, **overrides)
-    better = await arun(pair.design("better"), scenario, **overrides)
+    # Both at once, each in its own lab (own ports, own ledger): half the wait.
+    vague, better = await asyncio.gather(arun(pair.design("vague"), scenario, **overrides),
+                                         arun(pair.design("better"), scenario, **overrides))
     figure = plots.compare(vague, better, kind=kind,  # type: ignore[arg-type]
                            labels=("vague prompt", "better prompt"))
     return vague, better, figure
+
+
+async def grade_both(lesson: str, scenarios: Any = None, *, concurrency: int = 5,
+                     progress: "bool | None" = None) -> "tuple[Gradebook, Figure]":
+    """Grade the code of both prompts of ``lesson`` on ``scenarios`` (all by default)
+    and draw the two scorecards as one grid: the side by side of a lesson about
+    every failure at once (lesson 02). Returns ``(gradebook, figure)``; the
+    gradebook's cards are named ``"vague prompt"`` and ``"better prompt"``."""
+    from dataclasses import replace
+
+    from .grading import agrade
+
+    pair = load(lesson)
+    designs = [replace(pair.design(which), name=f"{which} prompt") for which in ("vague", "better")]
+    book = await agrade(*designs, scenarios=scenarios, concurrency=concurrency, progress=progress)
+    return book, book.plot()

@@ -58,7 +58,7 @@ from ..scenarios import Scenario, get_scenario
 from ..workload import Workload
 
 # The ``reconnect`` step's settings: reconnection on, nothing else of lesson 04+.
-RECONNECT_SETTINGS: Settings = steps._RECONNECT
+RECONNECT_SETTINGS: Settings = steps.STEP_SETTINGS["reconnect"]
 
 BUCKET_S = 0.01  # attempts are counted per 10 ms
 

@@ -1,0 +1,354 @@
+"""Lesson 06 (notebooks/06_keepalive.ipynb): how long a dead peer goes unnoticed,
+and when a keepalive calls a live peer dead.
+
+`websockets`' keepalive is one loop per connection (``Connection.keepalive``):
+sleep ``ping_interval`` (less the last round trip), send a ping, wait up to
+``ping_timeout`` for its pong; no pong in time and it fails the connection
+(close 1011, "keepalive ping timeout"). The application hears of it later
+still: a client waits ``close_timeout`` for a closing handshake that a dead
+network swallows, and only then does ``recv()`` or ``send()`` raise.
+
+What this module measures, each on real connections through a
+:class:`~wslab.proxy.FaultProxy` on 127.0.0.1:
+
+- :func:`detect_dead_peer`: one connection, black-holed (bytes vanish, no socket
+  closes) at a chosen phase of its keepalive: right after a pong came back
+  (``"worst"``: a whole interval passes before the next ping) or right after
+  a ping left (``"best"``: only the timeout). ``gave_up_s`` is from the black
+  hole until the client's keepalive gives up (the connection leaves OPEN);
+  ``closed_s`` until the application would see ``ConnectionClosed``.
+- :func:`detection_sweep`: :func:`detect_dead_peer` for every ``(interval,
+  timeout)`` pair and both phases, all connections at once (one run's time);
+  :func:`plot_detection` draws it against the bounds ``ping_timeout`` and
+  ``ping_interval + ping_timeout``.
+- :func:`pings_behind_data`: the false alarm met in real life: a server that
+  processes slowly stops reading its socket, so the client's ping waits
+  behind the data it already sent and its pong comes late.
+
+It also names the scenarios the lesson runs in the full lab
+(:func:`black_hole_scenario`, :func:`spike_scenario`) and builds the
+production design with any keepalive values (:func:`keepalive_design`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
+from typing import Literal
+
+import matplotlib.pyplot as plt
+from matplotlib.figure import Figure
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.asyncio.server import ServerConnection, serve
+from websockets.exceptions import ConnectionClosed
+from websockets.protocol import State
+
+from ..contract import Design
+from ..designs.production import design as production_design
+from ..faults import BlackHole, FaultPlan, Latency
+from ..production.settings import DEFAULT, Settings
+from ..proxy import HOST, FaultProxy
+from ..scenarios import Scenario, get_scenario
+from ..workload import Workload
+
+__all__ = [
+    "SPIKE_BEST_RTT_S",
+    "SPIKE_WORST_RTT_S",
+    "Detection",
+    "PingsBehindData",
+    "black_hole_scenario",
+    "detect_dead_peer",
+    "detection_sweep",
+    "keepalive_design",
+    "pings_behind_data",
+    "plot_detection",
+    "spike_scenario",
+]
+
+Phase = Literal["worst", "best"]
+POLL_S = 0.002  # how often the watcher looks at the connection's state
+CLOSE_TIMEOUT_S = 0.1  # the production design's close_timeout_s
+
+# The lab's latency spike: 300 ms ± 50 ms each way, so a round trip (a ping and
+# its pong) takes at most 0.7 s while it lasts.
+SPIKE_DELAY_S, SPIKE_JITTER_S = 0.3, 0.05
+SPIKE_WORST_RTT_S = round(2 * (SPIKE_DELAY_S + SPIKE_JITTER_S), 6)
+SPIKE_BEST_RTT_S = round(2 * (SPIKE_DELAY_S - SPIKE_JITTER_S), 6)
+
+
+# Scenarios and designs the lesson runs in the lab ---------------------------------
+
+def black_hole_scenario(*, start_s: float = 0.2, settle_s: float = 1.3) -> Scenario:
+    """``idle_black_hole`` made shorter: 50 messages over 1 s, the flow forgotten
+    at ``start_s`` (for 0.4 s; the connections open then stay dead), a run of
+    at most ``1 + settle_s`` seconds: long enough for a keepalive that notices
+    within 1.5 s to reconnect and resend."""
+    return get_scenario("idle_black_hole").with_(
+        workload=Workload(count=50, rate_per_s=50, direction="up"),
+        faults=FaultPlan([BlackHole(start_s=start_s, duration_s=0.4)]),
+        settle_s=settle_s)
+
+
+def spike_scenario() -> Scenario:
+    """``latency_spike`` made shorter: round trips of 0.5–0.7 s from 0.3 s to
+    1.3 s (the lab's spike: 300 ms ± 50 ms each way), 120 messages up, no
+    echoes (the lesson's prompt codes send no replies)."""
+    return get_scenario("latency_spike").with_(
+        description="Latency jumps to 300 ms (± 50 ms) both ways from 0.3 s to 1.3 s.",
+        workload=Workload(count=120, rate_per_s=100, direction="up"),
+        faults=FaultPlan([Latency(start_s=0.3, duration_s=1.0, delay_s=SPIKE_DELAY_S,
+                                  jitter_s=SPIKE_JITTER_S)]),
+        settle_s=0.6)
+
+
+def keepalive_design(ping_interval_s: float, ping_timeout_s: float,
+                     name: str | None = None) -> Design:
+    """The production design (:mod:`wslab.production`) with these keepalive
+    values on both sides, and nothing else changed."""
+    settings: Settings = replace(DEFAULT, ping_interval_s=ping_interval_s,
+                                 ping_timeout_s=ping_timeout_s)
+    return production_design(
+        name or f"keepalive {ping_interval_s:g} s / {ping_timeout_s:g} s", settings,
+        f"production, ping every {ping_interval_s:g} s, timeout {ping_timeout_s:g} s")
+
+
+# Dead-peer detection ---------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Detection:
+    """How long one black-holed connection went unnoticed (seconds from the black hole).
+
+    ``gave_up_s``: until the keepalive failed the connection (None: it never did
+    within the time limit). ``closed_s``: until the application would see
+    ``ConnectionClosed`` (``close_timeout`` later). ``reason``: the close frame
+    the client sent ("1011 keepalive ping timeout"), or what went wrong.
+    """
+
+    ping_interval_s: float
+    ping_timeout_s: float
+    phase: Phase
+    gave_up_s: float | None
+    closed_s: float | None
+    reason: str
+
+    @property
+    def bound_s(self) -> float:
+        """The worst case: a whole interval, then the whole timeout."""
+        return self.ping_interval_s + self.ping_timeout_s
+
+
+async def _echo(websocket: ServerConnection) -> None:
+    try:
+        async for message in websocket:
+            await websocket.send(message)
+    except ConnectionClosed:
+        pass
+
+
+def _watch_pings(websocket: ClientConnection) -> tuple[asyncio.Queue, asyncio.Queue]:
+    """Queues that receive a timestamp each time the keepalive sends a ping, and
+    each time one of its pongs comes back.
+
+    ``keepalive()`` calls ``self.ping()``; an attribute on the instance comes
+    first, so wrapping the public method is enough (no private API).
+    """
+    loop = asyncio.get_running_loop()
+    pings: asyncio.Queue[float] = asyncio.Queue()
+    pongs: asyncio.Queue[float] = asyncio.Queue()
+    original = websocket.ping
+
+    async def ping(data=None):
+        pong_received = await original(data)
+        pings.put_nowait(loop.time())
+        pong_received.add_done_callback(
+            lambda f: pongs.put_nowait(loop.time()) if not f.cancelled() and not f.exception() else None)
+        return pong_received
+
+    websocket.ping = ping  # type: ignore[method-assign]
+    return pings, pongs
+
+
+async def detect_dead_peer(ping_interval_s: float, ping_timeout_s: float, *,
+                           phase: Phase = "worst",
+                           close_timeout_s: float = CLOSE_TIMEOUT_S) -> Detection:
+    """Black-hole one connection at the given phase of its keepalive; see :class:`Detection`.
+
+    The server sends no pings of its own (``ping_interval=None``): this is the
+    client's keepalive alone. The black hole comes after the first ping was
+    answered: ``"worst"`` right when its pong arrives, ``"best"`` right when
+    the second ping leaves (that ping is swallowed).
+    """
+    loop = asyncio.get_running_loop()
+    limit_s = ping_interval_s + ping_timeout_s + close_timeout_s + 1.0
+    async with serve(_echo, HOST, 0, compression=None, ping_interval=None) as server:
+        port = server.sockets[0].getsockname()[1]
+        async with (FaultProxy(upstream_port=port, seed=0) as proxy,
+                    connect(f"ws://{HOST}:{proxy.port}/c/0", proxy=None, compression=None,
+                            ping_interval=ping_interval_s, ping_timeout=ping_timeout_s,
+                            close_timeout=close_timeout_s) as websocket):
+            pings, pongs = _watch_pings(websocket)
+            try:
+                async with asyncio.timeout(2 * ping_interval_s + ping_timeout_s + 1.0):
+                    await pongs.get()  # the first ping was answered
+                    if phase == "best":
+                        await pings.get()  # the first ping
+                        await pings.get()  # the second one, just sent
+            except TimeoutError:
+                return Detection(ping_interval_s, ping_timeout_s, phase, None, None,
+                                 "no pong before the black hole")
+            start = loop.time()
+            proxy.black_hole("both")
+            closed = asyncio.ensure_future(websocket.wait_closed())
+            gave_up = None
+            try:
+                async with asyncio.timeout(limit_s):
+                    while not closed.done():
+                        if gave_up is None and websocket.state is not State.OPEN:
+                            gave_up = loop.time() - start
+                        await asyncio.wait([closed], timeout=POLL_S)
+            except TimeoutError:
+                closed.cancel()
+                return Detection(ping_interval_s, ping_timeout_s, phase, gave_up, None,
+                                 f"still open {limit_s:g} s after the black hole")
+            ended = loop.time() - start
+            sent = websocket.protocol.close_sent
+            reason = f"{sent.code} {sent.reason}" if sent is not None else "no close frame sent"
+            return Detection(ping_interval_s, ping_timeout_s, phase,
+                             gave_up if gave_up is not None else ended, ended, reason)
+
+
+async def detection_sweep(intervals_s: Iterable[float], timeouts_s: Iterable[float], *,
+                          close_timeout_s: float = CLOSE_TIMEOUT_S) -> list[Detection]:
+    """:func:`detect_dead_peer` for every (interval, timeout) pair, worst and best
+    phase, all concurrently: as long as the slowest pair, about
+    ``2 * max(interval) + max(timeout) + close_timeout`` seconds."""
+    pairs = [(i, t) for i in intervals_s for t in timeouts_s]
+    return list(await asyncio.gather(*(
+        detect_dead_peer(i, t, phase=phase, close_timeout_s=close_timeout_s)
+        for i, t in pairs for phase in ("worst", "best"))))
+
+
+def plot_detection(detections: list[Detection]) -> Figure:
+    """Time to notice a black hole against the ping interval, one color per timeout.
+
+    For each measured pair: the range from the best phase to the worst (a
+    bar with its two ends marked), the bound ``interval + timeout`` (dashed)
+    and the floor ``timeout`` (dotted).
+    """
+    fig, ax = plt.subplots(figsize=(9.0, 4.0), layout="constrained")
+    timeouts = sorted({d.ping_timeout_s for d in detections})
+    colors = [plt.get_cmap("tab10")(k % 10) for k in range(len(timeouts))]
+    intervals = sorted({d.ping_interval_s for d in detections})
+    span = max(intervals) - min(intervals) if len(intervals) > 1 else 1.0
+    width = span * 0.012
+    for k, (timeout, color) in enumerate(zip(timeouts, colors)):
+        offset = (k - (len(timeouts) - 1) / 2) * width * 2.5
+        xs = [i + offset for i in intervals]
+        ax.plot(intervals, [i + timeout for i in intervals], "--", color=color, linewidth=1.2,
+                label=f"bound: interval + {timeout:g} s")
+        ax.axhline(timeout, color=color, linestyle=":", linewidth=1)
+        for x, interval in zip(xs, intervals):
+            got = {d.phase: d.gave_up_s for d in detections
+                   if d.ping_interval_s == interval and d.ping_timeout_s == timeout}
+            worst, best = got.get("worst"), got.get("best")
+            if worst is None or best is None:
+                continue
+            ax.plot([x, x], [best, worst], color=color, linewidth=4, alpha=0.45,
+                    solid_capstyle="butt")
+            ax.plot([x], [worst], "v", color=color, markersize=7)
+            ax.plot([x], [best], "^", color=color, markersize=7)
+    ax.plot([], [], "v", color="0.3", label="measured, black hole right after a pong")
+    ax.plot([], [], "^", color="0.3", label="measured, black hole right after a ping")
+    ax.plot([], [], ":", color="0.3", label="floor: the timeout alone")
+    ax.set_xlabel("ping_interval (s)")
+    ax.set_ylabel("seconds until the keepalive\ngives up on a dead peer")
+    ax.set_xlim(0, max(intervals) * 1.08)
+    ax.set_ylim(0, max(max(intervals) + max(timeouts),
+                       max((d.gave_up_s or 0.0) for d in detections)) * 1.1)
+    ax.set_title("A black-holed connection is noticed between ping_timeout "
+                 "and ping_interval + ping_timeout")
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="small", frameon=False)
+    return fig
+
+
+# Pings behind data -------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class PingsBehindData:
+    """One client that sent ``messages`` at once to a server that processes one
+    per ``process_s``, with keepalive ``ping_interval_s`` / ``ping_timeout_s``.
+
+    ``gave_up_s``: when the client's keepalive failed the connection (seconds
+    after the first message; None: it never did); ``processed``: messages the
+    server had processed by then (the peer was alive and working all along).
+    """
+
+    messages: int
+    process_s: float
+    ping_interval_s: float
+    ping_timeout_s: float
+    gave_up_s: float | None
+    processed: int
+    reason: str
+
+    @property
+    def false_alarm(self) -> bool:
+        return self.gave_up_s is not None
+
+
+async def pings_behind_data(ping_interval_s: float = 0.25, ping_timeout_s: float = 0.5, *,
+                            messages: int = 200, process_s: float = 0.01,
+                            max_queue: int = 16, watch_s: float = 1.2) -> PingsBehindData:
+    """A slow server with the library's flow control, a client with a tight keepalive.
+
+    The server's handler reads a message, works ``process_s`` on it, reads the
+    next: once ``max_queue`` frames wait unread, ``websockets`` stops reading
+    the socket. The client sent everything first, so its pings sit behind the
+    data in the same TCP stream; the pong comes only when the server has read
+    that far. Watched for ``watch_s`` seconds (no proxy, no fault: loopback).
+    """
+    loop = asyncio.get_running_loop()
+    processed = 0
+
+    async def slow(websocket: ServerConnection) -> None:
+        nonlocal processed
+        try:
+            async for _ in websocket:
+                await asyncio.sleep(process_s)  # the application's work
+                processed += 1
+        except ConnectionClosed:
+            pass
+
+    payload = "x" * 512
+    async with serve(slow, HOST, 0, compression=None, ping_interval=None,
+                     max_queue=max_queue, close_timeout=CLOSE_TIMEOUT_S) as server:
+        port = server.sockets[0].getsockname()[1]
+        async with connect(f"ws://{HOST}:{port}/", proxy=None, compression=None,
+                           ping_interval=ping_interval_s, ping_timeout=ping_timeout_s,
+                           close_timeout=CLOSE_TIMEOUT_S) as websocket:
+            start = loop.time()
+            for _ in range(messages):
+                await websocket.send(payload)
+            gave_up = None
+            while loop.time() - start < watch_s:
+                if websocket.state is not State.OPEN:
+                    gave_up = loop.time() - start
+                    break
+                await asyncio.sleep(POLL_S)
+            done = processed
+            sent = websocket.protocol.close_sent
+            reason = f"{sent.code} {sent.reason}" if sent is not None else "still open"
+            websocket.transport.abort()  # done watching: no closing handshake behind the data
+    return PingsBehindData(messages, process_s, ping_interval_s, ping_timeout_s,
+                           None if gave_up is None else round(gave_up, 4), done, reason)
+
+
+def worst_rtt_s(scenario: Scenario) -> float:
+    """The slowest round trip a scenario's latency faults allow (both ways at
+    their worst), 0 when it has none."""
+    up = max((f.delay_s + f.jitter_s for f in scenario.faults
+              if isinstance(f, Latency) and f.direction in ("up", "both")), default=0.0)
+    down = max((f.delay_s + f.jitter_s for f in scenario.faults
+                if isinstance(f, Latency) and f.direction in ("down", "both")), default=0.0)
+    return round(up + down, 6)
