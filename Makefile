@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: lab test test-package test-notebooks bench clean
+.PHONY: lab test learner bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,13 +17,23 @@ $(STAMP): pyproject.toml
 lab: $(STAMP)
 	$(BIN)/jupyter lab --ServerApp.ip=127.0.0.1 $(if $(filter 0,$(shell id -u)),--allow-root) notebooks/00_start_here.ipynb
 
-## Every test: the package's tests, then nbval over every notebook.
+NBVAL := -p no:cacheprovider -n 2 --dist loadscope --nbval-lax --nbval-cell-timeout=120 --nbval-sanitize-with notebooks/sanitize.cfg
+
+## Every test: the package's tests, nbval over every notebook, then over the learner
+## edition (where only the checker cells after the stubbed solutions may raise).
 test: $(STAMP)
 	$(BIN)/python -m pytest -p no:cacheprovider -n 2 tests
-	$(BIN)/python -m pytest -p no:cacheprovider -n 2 --dist loadscope --nbval-lax --nbval-cell-timeout=120 --nbval-sanitize-with notebooks/sanitize.cfg notebooks
+	$(BIN)/python -m pytest $(NBVAL) notebooks
+	rm -rf .learner-check && $(BIN)/python -m wslab learner .learner-check > /dev/null
+	$(BIN)/python -m pytest $(NBVAL) .learner-check
+	rm -rf .learner-check
+
+## The learner edition, for a workshop: learner/*.ipynb with the exercises to write.
+learner: $(STAMP)
+	rm -rf learner && $(BIN)/python -m wslab learner learner
 
 bench: $(STAMP)
 	$(BIN)/python -m wslab bench
 
 clean:
-	rm -rf $(VENV)
+	rm -rf $(VENV) learner .learner-check

@@ -1,4 +1,4 @@
-"""Command line: ``python -m wslab scenarios | run | grade | audit | bench``.
+"""Command line: ``python -m wslab scenarios | run | grade | audit | learner | bench``.
 
 Exit status: 0 on success, 1 when a grade or an audit fails (or a run
 fails), 2 for bad usage (an unknown name, a bad number, a file that is not
@@ -78,6 +78,19 @@ def _grade(args: argparse.Namespace) -> int:
     return 0 if result.passed else 1
 
 
+def _learner(args: argparse.Namespace) -> int:
+    from .learner import build
+
+    try:
+        stubbed = build(Path(args.notebooks), Path(args.out))
+    except (FileNotFoundError, ValueError) as exc:
+        raise ConfigError(str(exc)) from exc
+    for s in stubbed:
+        print(f"{s.notebook}: stubbed {', '.join(s.names)}")
+    print(f"learner edition in {args.out} ({len(stubbed)} exercise(s))")
+    return 0
+
+
 def _audit(args: argparse.Namespace) -> int:
     from .audit import audit
 
@@ -105,6 +118,10 @@ def main(argv: list[str] | None = None) -> int:
                    help="grade only this scenario (repeatable; default: all)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=_grade)
+    p = commands.add_parser("learner", help="build the learner edition: exercise solutions replaced by stubs")
+    p.add_argument("out", help="the folder to write the notebooks to")
+    p.add_argument("--notebooks", default="notebooks", help="where the full notebooks are")
+    p.set_defaults(func=_learner)
     p = commands.add_parser("bench", help="proxy overhead, injected latency accuracy, production vs raw echo, dead-peer detection")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=_bench)
