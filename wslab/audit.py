@@ -19,7 +19,9 @@ import ast
 import html
 import os
 import re
+import sys
 import tokenize
+import types
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -721,3 +723,13 @@ def audit(path_or_source: str | os.PathLike) -> AuditReport:
     findings = [f for check in RULES.values() for f in check(module)]
     findings.sort(key=lambda f: (f.line, f.rule))
     return AuditReport(findings, name)
+
+
+class _CallableModule(types.ModuleType):
+    """The module is callable: ``wslab.audit(path)`` is ``wslab.audit.audit(path)``."""
+
+    def __call__(self, path_or_source: str | os.PathLike) -> AuditReport:
+        return audit(path_or_source)
+
+
+sys.modules[__name__].__class__ = _CallableModule

@@ -126,7 +126,7 @@ def build(source_dir: Path, out_dir: Path) -> list[Stubbed]:
         edition, stubbed = learner_notebook(notebook, path.name)
         (out_dir / path.name).write_text(json.dumps(edition, indent=1, ensure_ascii=False) + "\n")
         everything += stubbed
-    for extra in source_dir.iterdir():  # the sanitize file, the instructor notes
-        if extra.suffix in (".cfg", ".md"):
+    for extra in source_dir.iterdir():  # nbval's sanitize file
+        if extra.suffix == ".cfg":
             (out_dir / extra.name).write_text(extra.read_text())
     return everything

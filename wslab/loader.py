@@ -162,9 +162,12 @@ def _guess(module: types.ModuleType) -> str:
     one_arg = [n for n, f in functions
                if inspect.iscoroutinefunction(f) and len(inspect.signature(f).parameters) in (1, 2)
                and next(iter(inspect.signature(f).parameters), "") in ("websocket", "ws", "connection")]
-    if one_arg:
-        return (f"It defines {', '.join(one_arg)}: if that is your server handler, name it "
+    if len(one_arg) == 1:
+        return (f"It defines {one_arg[0]}: if that is your server handler, name it "
                 "`handler` and give it a second parameter, `app`. ")
+    if one_arg:
+        return (f"It defines {', '.join(one_arg)}: if one of them is your server handler, name "
+                "it `handler` and give it a second parameter, `app`. ")
     if functions:
         return f"It defines {', '.join(n for n, _ in functions)}. "
     return ""
