@@ -22,7 +22,6 @@ The module is imported as ``wslab.submissions.<file name>_<n>``, so a
 from __future__ import annotations
 
 import ast
-import importlib.util
 import inspect
 import itertools
 import sys
