@@ -52,3 +52,18 @@ def test_without_refresh_the_server_closes_4401_and_the_client_comes_back():
     assert (s["lost"], s["duplicated"], s["out_of_order"]) == (0, 0, 0)
     assert s["reconnects"] >= 2  # every 0.6 s, each client
     assert run.metrics.value("wslab_auth_refused_total", side="server", code=4401) >= 2
+
+
+async def _refuse_every_hello(websocket, app):
+    await websocket.recv()
+    await websocket.close(4401, "token not accepted")  # say, a server whose clock is skewed
+
+
+def test_a_client_refused_at_every_hello_backs_off_instead_of_hammering():
+    production = wslab.get_design("production")
+    refusing = wslab.Design("refusing", handler=_refuse_every_hello, client=production.client,
+                            stop_grace_s=production.stop_grace_s)
+    run = wslab.run(refusing, "network_interruption", faults=[],
+                    workload=wslab.Workload(count=10, rate_per_s=10), settle_s=0.5)
+    # 1.5 s of refusals: back-off spaces them (a tight loop made hundreds)
+    assert 2 <= run.connect_attempts <= 40

@@ -117,6 +117,7 @@ class ReliableClient:
 
     async def _connect_forever(self) -> None:
         loop = asyncio.get_running_loop()
+        refused_in_a_row = 0  # 4401s at the hello, with a fresh token each time
         while True:
             self.state = "connecting"
             started = loop.time()
@@ -148,7 +149,12 @@ class ReliableClient:
             if code == envelope.FORBIDDEN or self.revoked:
                 return await self._revoked()
             if code == envelope.UNAUTHORIZED:
-                continue  # a new token, and straight back: not a failure to back off from
+                # An expiry on an open connection: a new token, and straight back. A fresh
+                # token refused at the hello again (a skewed clock, a wrong key): back off,
+                # or this client would hammer the server in a tight loop.
+                refused_in_a_row = 0 if websocket is self.websocket else refused_in_a_row + 1
+                if refused_in_a_row <= 1:
+                    continue
             if loop.time() - started >= self.settings.stable_after_s:
                 self.backoff.reset()
             self.state = "backing off"
