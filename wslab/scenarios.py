@@ -102,7 +102,7 @@ def _scenarios() -> dict[str, Scenario]:
             "The server shuts down (close 1001) while its slow worker holds about 40 "
             "messages, and is back 0.5 s later.",
             Workload(count=200, rate_per_s=100, direction="up"),
-            FaultPlan([SlowConsumer(side="server", delay_s=0.02, duration_s=0.8),
+            FaultPlan([SlowConsumer(side="server", delay_s=0.02, duration_s=1.0),
                        ServerRestart(start_s=0.8, duration_s=0.5, close_code=1001)]),
             seed=8, settle_s=1.5),
         Scenario(
