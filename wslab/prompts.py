@@ -99,10 +99,17 @@ async def side_by_side(lesson: str, scenario: Any, *, kind: str = "timeline",
     from . import plots
     from .lab import arun
 
+    from .grading import CROWD
+    from .scenarios import get_scenario
+
     pair = load(lesson)
-    # Both at once, each in its own lab (own ports, own ledger): half the wait.
-    vague, better = await asyncio.gather(arun(pair.design("vague"), scenario, **overrides),
-                                         arun(pair.design("better"), scenario, **overrides))
+    vague_run = arun(pair.design("vague"), scenario, **overrides)
+    better_run = arun(pair.design("better"), scenario, **overrides)
+    if overrides.get("clients", get_scenario(scenario).clients) < CROWD:
+        # Both at once, each in its own lab (own ports, own ledger): half the wait.
+        vague, better = await asyncio.gather(vague_run, better_run)
+    else:  # a crowd of clients each: one at a time, or they would slow each other down
+        vague, better = await vague_run, await better_run
     figure = plots.compare(vague, better, kind=kind,  # type: ignore[arg-type]
                            labels=("vague prompt", "better prompt"))
     return vague, better, figure

@@ -292,15 +292,7 @@ class ReactingClient(ReliableClient):
                     return await self._revoked()
             websocket, started = None, loop.time()
             try:
-                async with self.app.connect(
-                    ping_interval=self.settings.ping_interval_s,
-                    ping_timeout=self.settings.ping_timeout_s,
-                    close_timeout=self.settings.close_timeout_s,
-                    open_timeout=self.settings.open_timeout_s,
-                    max_size=self.settings.max_size_bytes,
-                    max_queue=self.settings.max_queue_frames,
-                    write_limit=self.settings.write_limit_bytes,
-                ) as websocket:
+                async with self.app.connect(**self.connect_options()) as websocket:
                     await self._hello(websocket, token)
                     self.websocket, self.state = websocket, "open"
                     self.connections += 1

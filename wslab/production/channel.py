@@ -243,8 +243,16 @@ class Channel:
             if item is not None:
                 seq, body = item
                 bodies = [body]
+                # Batch what is ready, up to batch_max messages and the peer's max_size:
+                # a frame over it is refused (1009), and resent, and refused again.
+                budget = self.settings.max_size_bytes - envelope.FRAME_OVERHEAD_BYTES
+                size = envelope.body_size(body)
                 while len(bodies) < self.settings.batch_max and (
-                        more := self.window.next_to_send()) is not None:
+                        more := self.window.peek()) is not None:
+                    size += envelope.body_size(more[1])
+                    if size > budget:
+                        break
+                    self.window.next_to_send()
                     bodies.append(more[1])  # numbered seq + 1, seq + 2...
                 if len(bodies) == 1:
                     frame = envelope.encode("msg", seq=seq, body=body)

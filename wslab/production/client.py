@@ -101,6 +101,10 @@ class ReliableClient:
             message = await self.app.next_message()
             if message is None:
                 return
+            if not envelope.fits(message, self.settings.max_size_bytes):
+                self.app.metrics.inc("wslab_messages_refused_total", side="client")
+                self.app.reject(message, "larger than max_size")  # it could never be delivered
+                continue
             if window.full and policy == "reject":
                 self.app.metrics.inc("wslab_messages_refused_total", side="client")
                 self.app.reject(message, "outbound queue full")
@@ -115,6 +119,14 @@ class ReliableClient:
             self.app.gauge("outbound", depth)
             self.app.metrics.set("wslab_outbound_queue_depth", depth, side="client")
 
+    def connect_options(self) -> dict:
+        """The keyword arguments of every connection: keepalive, timeouts, limits."""
+        settings = self.settings
+        return dict(ping_interval=settings.ping_interval_s, ping_timeout=settings.ping_timeout_s,
+                    close_timeout=settings.close_timeout_s, open_timeout=settings.open_timeout_s,
+                    max_size=settings.max_size_bytes, max_queue=settings.max_queue_frames,
+                    write_limit=settings.write_limit_bytes)
+
     async def _connect_forever(self) -> None:
         loop = asyncio.get_running_loop()
         refused_in_a_row = 0  # 4401s at the hello, with a fresh token each time
@@ -124,15 +136,7 @@ class ReliableClient:
             websocket = None
             try:
                 token = await self.app.fetch_token() if self.settings.require_token else None
-                async with self.app.connect(
-                    ping_interval=self.settings.ping_interval_s,
-                    ping_timeout=self.settings.ping_timeout_s,
-                    close_timeout=self.settings.close_timeout_s,
-                    open_timeout=self.settings.open_timeout_s,
-                    max_size=self.settings.max_size_bytes,
-                    max_queue=self.settings.max_queue_frames,
-                    write_limit=self.settings.write_limit_bytes,
-                ) as websocket:
+                async with self.app.connect(**self.connect_options()) as websocket:
                     await self._hello(websocket, token)
                     self.websocket = websocket
                     self.state, self.connections = "open", self.connections + 1

@@ -85,6 +85,20 @@ def encode(kind: str, **fields: Any) -> str:
     return json.dumps({"t": kind, **fields})
 
 
+# What a "msg" frame adds around its bodies: {"t": "msg", "seq": N, "bodies": [...]}.
+FRAME_OVERHEAD_BYTES = 64
+
+
+def body_size(body: str) -> int:
+    """Bytes ``body`` takes inside a frame, escaped as JSON (quotes included)."""
+    return len(json.dumps(body).encode()) + 2  # the ", " between bodies
+
+
+def fits(body: str, max_size_bytes: int) -> bool:
+    """Whether ``body`` fits in one frame the peer accepts (``max_size``)."""
+    return body_size(body) + FRAME_OVERHEAD_BYTES <= max_size_bytes
+
+
 def decode(data: str | bytes) -> Envelope:
     """Parse and validate one frame, or raise :class:`BadFrame`."""
     if not isinstance(data, str):

@@ -109,6 +109,12 @@ class OutboundWindow:
             return item
         return None
 
+    def peek(self) -> tuple[int, str] | None:
+        """What :meth:`next_to_send` would return, without taking it."""
+        if self._send_index < len(self.unacked) and self._send_index < self.window:
+            return self.unacked[self._send_index]
+        return None
+
     def rewind(self) -> int:
         """Go back: resend everything unacknowledged, from the oldest. Returns how many."""
         resent, self._send_index = self._send_index, 0

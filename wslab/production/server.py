@@ -85,6 +85,9 @@ async def handler(websocket, app, settings: Settings = DEFAULT) -> None:
             message = await app.next_message()
             if message is None:
                 return
+            if not envelope.fits(message, settings.max_size_bytes):
+                app.reject(message, "larger than max_size")  # it could never be delivered
+                continue
             session.keep(message)
 
     async def other_frame(frame: envelope.Envelope) -> None:
