@@ -51,9 +51,14 @@ TEARDOWN_GRACE_S = 2.0
 SAMPLE_INTERVAL_S = 0.05
 _PATH = re.compile(r"^/c/(\d+)")
 
+# The logger websockets' server uses for the design's connections. The lab records a
+# failing handler itself (run.errors), so websockets' own report of it, with a
+# formatted traceback per connection, is switched off: formatting a hundred of them
+# at once (a storm's clients all failing together) stalled the event loop.
 _design_logger = logging.getLogger("wslab.design")
 _design_logger.propagate = False
 _design_logger.addHandler(logging.NullHandler())
+_design_logger.disabled = True
 
 _PRODUCTION_LOGGER = logging.getLogger("wslab.production")
 # Files loaded by wslab.loader log under this name (their __name__): kept in
