@@ -90,3 +90,30 @@ def test_bad_workload_is_refused_clearly(bad):
     with pytest.raises(ConfigError) as info:
         Workload(**bad)
     assert next(iter(bad)) in str(info.value)
+
+
+def test_same_instant_deliveries_are_ordered_by_arrival_not_by_id():
+    # With a virtual clock many deliveries share one timestamp; "u0.10" sorts
+    # before "u0.9" as a string, which must not count as out of order.
+    ledger = ledger_with(["u0." + str(i) for i in range(11)])
+    ledger.delivered("u0.9", 1.0)
+    ledger.delivered("u0.10", 1.0)
+    assert ledger.out_of_order_ids() == []
+    ledger = ledger_with(["u0." + str(i) for i in range(11)])
+    ledger.delivered("u0.10", 1.0)
+    ledger.delivered("u0.9", 1.0)
+    assert ledger.out_of_order_ids() == ["u0.9"]
+    assert ledger.summary()["out_of_order"] == 1
+
+
+def test_a_message_delivered_the_instant_it_was_handed_over_was_never_queued():
+    ledger = Ledger()
+    for msg_id in ("u0.0", "u0.1"):
+        ledger.produced(msg_id, 1.0)
+    ledger.accepted("u0.0", 1.0)
+    ledger.delivered("u0.0", 1.0)  # the same instant: a virtual clock does that
+    ledger.accepted("u0.1", 1.0)
+    ledger.delivered("u0.1", 2.0)
+    times, depth = ledger.queue_series()
+    assert min(depth) == 0 and max(depth) == 1
+    assert depth[-1] == 0 and times[-1] == 2.0

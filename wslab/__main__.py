@@ -47,6 +47,8 @@ def _run(args: argparse.Namespace) -> int:
         options["seed"] = args.seed
     if args.clients is not None:
         options["clients"] = args.clients
+    if args.clock is not None:
+        options["clock"] = args.clock
     result = run(args.design, args.scenario, **options)
     if args.json:
         summary = result.summary()
@@ -110,6 +112,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--scenario", required=True, help="a scenario name (see `scenarios`)")
     p.add_argument("--seed", type=int, help="override the scenario's seed")
     p.add_argument("--clients", type=int, help="override the number of clients (1-1000)")
+    p.add_argument("--clock", choices=["virtual", "cpu", "real"],
+                   help="lab time: virtual (the default), cpu (virtual + the loop's CPU time) or real")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=_run)
     p = commands.add_parser("grade", help="run a design through the failure scenarios and score it (exit 1 if any fails)")

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .audit import AuditReport, audit
+from .clock import run_in_lab_loop_sync
 from .course import lesson
 from .designs import get_design
 from .errors import ConfigError, RunError
@@ -537,13 +538,8 @@ async def agrade(*designs: Any, scenarios: "Sequence[str | Scenario] | None" = N
 def grade(*designs: Any, scenarios: "Sequence[str | Scenario] | None" = None,
           progress: "bool | None" = None, concurrency: int = 1) -> "Scorecard | Gradebook":
     """:func:`agrade` from synchronous code (a script, a test, a notebook cell
-    without ``await``); see :func:`wslab.run` for how it nests in a running loop."""
+    without ``await``). The grading loop runs in a thread of its own, and each
+    run in a lab loop of its own (see :mod:`wslab.clock`), so nothing nests."""
     options = dict(scenarios=scenarios, progress=progress, concurrency=concurrency)
-    try:
-        loop = asyncio.get_running_loop()
-    except RuntimeError:
-        return asyncio.run(agrade(*designs, **options))
-    import nest_asyncio2
-
-    nest_asyncio2.apply(loop)
-    return loop.run_until_complete(agrade(*designs, **options))
+    return run_in_lab_loop_sync(lambda: agrade(*designs, **options), clock="real",
+                                wall_limit_s=None, name="grading")

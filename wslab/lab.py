@@ -7,8 +7,11 @@ the workload, apply the fault plan, and return a :class:`~wslab.run.Run`.
 
 Guarantees:
 
-- Every run has a hard time limit (``time_limit_s``): past it,
-  :class:`~wslab.errors.RunTimeoutError`, never a hang of the caller.
+- Every run keeps a clock (:mod:`wslab.clock`): virtual lab time by default,
+  on a fresh event loop in a thread of its own, never the caller's loop.
+- Every run has a hard time limit (``time_limit_s``, in lab time) and a limit
+  in real seconds: past either, :class:`~wslab.errors.RunTimeoutError`, never
+  a hang of the caller.
 - When the run returns or raises, nothing it started is left: the clients'
   tasks are cancelled, the server and the proxy are closed with all their
   sockets, and every task the design started (tracked through the event
@@ -39,6 +42,7 @@ from .contract import ClientApp, Design, ServerApp, _current_client, _Outbox
 from .designs import get_design
 from .errors import ConfigError, DesignHangError, RunTimeoutError
 from .auth import TokenAuthority
+from .clock import clock_of, run_in_lab_loop, run_in_lab_loop_sync
 from .faults import BlackHole, Cut, FaultPlan, Revoke, ServerRestart, SlowConsumer
 from .ledger import Ledger
 from .observability import Metrics, log_fields
@@ -48,6 +52,7 @@ from .scenarios import Scenario, get_scenario
 from .workload import Workload, make_message
 
 TEARDOWN_GRACE_S = 2.0
+WALL_LIMIT_S = 120.0  # real seconds, at least, before a run that does not end is stopped
 SAMPLE_INTERVAL_S = 0.05
 _PATH = re.compile(r"^/c/(\d+)")
 
@@ -170,36 +175,26 @@ class _RunContext:
 
 
 # Task tracking: every task created while a run is current belongs to that run.
-
-_factory_users = 0
-_previous_factory: Any = None
+# Each lab loop gets the factory once (lab loops are the lab's own; it is never removed).
 
 
-def _tracking_factory(loop: asyncio.AbstractEventLoop, coro: Any, **kwargs: Any) -> asyncio.Task:
-    if _previous_factory is not None:
-        task = _previous_factory(loop, coro, **kwargs)
-    else:
-        task = asyncio.Task(coro, loop=loop, **kwargs)
-    ctx = _current_run.get()
-    if ctx is not None:
-        ctx.adopt(task)
-    return task
+def _track_tasks(loop: asyncio.AbstractEventLoop) -> None:
+    if getattr(loop, "wslab_tracks_tasks", False):
+        return
+    previous = loop.get_task_factory()
 
+    def factory(loop: asyncio.AbstractEventLoop, coro: Any, **kwargs: Any) -> asyncio.Task:
+        if previous is not None:
+            task = previous(loop, coro, **kwargs)
+        else:
+            task = asyncio.Task(coro, loop=loop, **kwargs)
+        ctx = _current_run.get()
+        if ctx is not None:
+            ctx.adopt(task)
+        return task
 
-def _install_factory(loop: asyncio.AbstractEventLoop) -> None:
-    global _factory_users, _previous_factory
-    if _factory_users == 0:
-        _previous_factory = loop.get_task_factory()
-        loop.set_task_factory(_tracking_factory)
-    _factory_users += 1
-
-
-def _uninstall_factory(loop: asyncio.AbstractEventLoop) -> None:
-    global _factory_users, _previous_factory
-    _factory_users -= 1
-    if _factory_users == 0:
-        loop.set_task_factory(_previous_factory)
-        _previous_factory = None
+    loop.set_task_factory(factory)
+    loop.wslab_tracks_tasks = True  # type: ignore[attr-defined]
 
 
 class _LabServer:
@@ -340,6 +335,27 @@ def _sample(ctx: _RunContext, proxy: FaultProxy, server: _LabServer,
     }
 
 
+def _prepare(design: Any, scenario: Any, workload: Workload | None, faults: Any,
+             clients: int | None, seed: int | None, settle_s: float | None,
+             time_limit_s: float | None, clock: str | None) -> tuple[Design, Scenario]:
+    """The design and the scenario with the overrides applied; bad input raises here."""
+    the_design = get_design(design)
+    base = get_scenario(scenario)
+    if workload is not None and not isinstance(workload, Workload):
+        raise ConfigError(f"workload must be a wslab.Workload, got {workload!r}")
+    changes = {k: v for k, v in dict(
+        workload=workload, faults=faults if faults is None or isinstance(faults, FaultPlan)
+        else FaultPlan(faults), clients=clients, seed=seed, settle_s=settle_s,
+        time_limit_s=time_limit_s, clock=clock).items() if v is not None}
+    return the_design, (base.with_(**changes) if changes else base)
+
+
+def _wall_limit_s(scenario: Scenario) -> float:
+    """Real seconds a run may take: generous (lab time is the run's own limit),
+    but finite, for a design that blocks the loop or never lets lab time move."""
+    return max(WALL_LIMIT_S, scenario.time_limit_s + 4 * TEARDOWN_GRACE_S)
+
+
 async def arun(
     design: "str | Design | object",
     scenario: "str | Scenario" = "network_interruption",
@@ -350,30 +366,59 @@ async def arun(
     seed: int | None = None,
     settle_s: float | None = None,
     time_limit_s: float | None = None,
+    clock: str | None = None,
     progress: Callable[[float], None] | None = None,
 ) -> Run:
     """Run ``design`` under ``scenario`` and return the :class:`Run`.
 
     ``scenario`` is a name from :data:`wslab.scenarios.SCENARIOS` or a
     :class:`Scenario`; the keyword arguments override its fields.
-    ``progress``, if given, is called with the fraction of the planned time done.
+    ``clock`` is ``"virtual"``, ``"cpu"`` or ``"real"`` (:mod:`wslab.clock`;
+    the scenario's by default, virtual for all but the storm). The run gets a
+    fresh event loop of that clock in a thread of its own, and the caller's
+    loop stays free meanwhile. ``progress``, if given, is called in the
+    caller's loop with the fraction of the planned time done.
     """
-    the_design = get_design(design)
-    base = get_scenario(scenario)
-    changes = {k: v for k, v in dict(
-        workload=workload, faults=faults if faults is None or isinstance(faults, FaultPlan)
-        else FaultPlan(faults), clients=clients, seed=seed, settle_s=settle_s,
-        time_limit_s=time_limit_s).items() if v is not None}
-    chosen = base.with_(**changes) if changes else base
-    if workload is not None and not isinstance(workload, Workload):
-        raise ConfigError(f"workload must be a wslab.Workload, got {workload!r}")
+    the_design, chosen = _prepare(design, scenario, workload, faults, clients, seed,
+                                  settle_s, time_limit_s, clock)
+    if progress is not None and clock_of() != chosen.clock:
+        caller, report = asyncio.get_running_loop(), progress
 
+        def progress(fraction: float) -> None:  # from the lab's thread to the caller's loop
+            if not caller.is_closed():
+                caller.call_soon_threadsafe(report, fraction)
+
+    return await run_in_lab_loop(lambda: _arun_here(the_design, chosen, progress),
+                                 clock=chosen.clock, wall_limit_s=_wall_limit_s(chosen),
+                                 name=f"{the_design.name} × {chosen.name}")
+
+
+def run(design: "str | Design | object", scenario: "str | Scenario" = "network_interruption",
+        *, progress: Callable[[float], None] | None = None, **options: Any) -> Run:
+    """Synchronous :func:`arun`, for scripts, tests and notebook cells without ``await``.
+
+    The run has its own loop in its own thread, so this works where a loop is
+    already running (a notebook) without nesting loops; the cell just waits.
+    """
+    the_design, chosen = _prepare(design, scenario, **{
+        k: options.pop(k, None) for k in ("workload", "faults", "clients", "seed", "settle_s",
+                                          "time_limit_s", "clock")})
+    if options:
+        raise ConfigError(f"unknown option(s) for wslab.run: {', '.join(sorted(options))}")
+    return run_in_lab_loop_sync(lambda: _arun_here(the_design, chosen, progress),
+                                clock=chosen.clock, wall_limit_s=_wall_limit_s(chosen),
+                                name=f"{the_design.name} × {chosen.name}")
+
+
+async def _arun_here(the_design: Design, chosen: Scenario,
+                     progress: Callable[[float], None] | None) -> Run:
+    """The run itself, on the running lab loop."""
     loop = asyncio.get_running_loop()
+    _track_tasks(loop)
     ctx = _RunContext(workload=chosen.workload, plan=chosen.faults, t0=loop.time(),
                       seed=chosen.seed,
                       auth=TokenAuthority(f"wslab-{chosen.seed}".encode(), chosen.token_ttl_s))
     token = _current_run.set(ctx)
-    _install_factory(loop)
     log_capture = _LogCapture(ctx)
     for logger in _CAPTURED:
         logger.addHandler(log_capture)
@@ -392,7 +437,7 @@ async def arun(
             done, _ = await asyncio.wait([body], timeout=TEARDOWN_GRACE_S * 2)
             raise RunTimeoutError(
                 f"design {the_design.name!r} × scenario {chosen.name!r} passed its hard time "
-                f"limit of {chosen.time_limit_s:g} s (planned {chosen.planned_s:.1f} s); "
+                f"limit of {chosen.time_limit_s:g} s of lab time (planned {chosen.planned_s:.1f} s); "
                 "everything it started was cancelled"
                 + ("" if done else ", but some of its tasks ignored cancellation")
             ) from None
@@ -403,12 +448,11 @@ async def arun(
     finally:
         for logger in _CAPTURED:
             logger.removeHandler(log_capture)
-        _uninstall_factory(loop)
 
 
 async def _execute(design: Design, scenario: Scenario, ctx: _RunContext,
                    progress: Callable[[float], None] | None) -> Run:
-    workload, started = ctx.workload, time.perf_counter()
+    workload, wall_started = ctx.workload, time.perf_counter()
     up = {i: _Outbox() for i in range(scenario.clients)} if workload.produces_up else {}
     down = {i: _Outbox() for i in range(scenario.clients)} if workload.produces_down else {}
     server = _LabServer(design, ctx, down)
@@ -455,7 +499,8 @@ async def _execute(design: Design, scenario: Scenario, ctx: _RunContext,
     run = Run(
         design=design.name, scenario=scenario.name, seed=scenario.seed,
         clients=scenario.clients, workload=workload, faults=scenario.faults,
-        ledger=ctx.ledger, duration_s=time.perf_counter() - started, end_s=end_s,
+        ledger=ctx.ledger, clock=scenario.clock, duration_s=ctx.now(), wall_s=time.perf_counter() - wall_started,
+        end_s=end_s,
         samples=samples, connections=list(proxy.events), server_opens=server.opens, client_events=ctx.client_events,
         errors=ctx.errors, tasks_left=tasks_left, metrics=ctx.metrics, logs=ctx.logs,
         frames={"dropped": proxy.frames_dropped, "delayed": proxy.frames_delayed,
@@ -537,20 +582,3 @@ def _where_stuck(task: asyncio.Task) -> str:
         name += (f", waiting at {Path(where.f_code.co_filename).name}:{where.f_lineno} "
                  f"in {where.f_code.co_name}")
     return name
-
-
-def run(design: "str | Design | object", scenario: "str | Scenario" = "network_interruption",
-        **options: Any) -> Run:
-    """Synchronous :func:`arun`, for scripts and tests.
-
-    Inside a running event loop (a notebook) it nests with ``nest_asyncio2``;
-    in a notebook prefer ``await wslab.arun(...)``.
-    """
-    try:
-        loop = asyncio.get_running_loop()
-    except RuntimeError:
-        return asyncio.run(arun(design, scenario, **options))
-    import nest_asyncio2
-
-    nest_asyncio2.apply(loop)
-    return loop.run_until_complete(arun(design, scenario, **options))

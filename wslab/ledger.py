@@ -102,9 +102,13 @@ class Ledger:
         return sorted(r.deliveries[0] - r.produced_s for r in self.records.values() if r.deliveries)
 
     def out_of_order_ids(self) -> list[str]:
+        """First deliveries that came after a later message of the same source,
+        in arrival order (the order :meth:`delivered` was called). Not sorted by
+        time: deliveries at the same instant (a virtual clock) would then be
+        ordered by id string, and "u0.10" < "u0.9"."""
         highest: dict[str, int] = {}
         late: list[str] = []
-        for _, msg_id in sorted(self._first_deliveries):
+        for _, msg_id in self._first_deliveries:
             parts = split_id(msg_id)
             if parts is None:
                 continue
@@ -121,10 +125,15 @@ class Ledger:
         for r in self.records.values():
             if r.accepted_s is None:
                 continue
-            steps.append((r.accepted_s, +1))
             end = r.deliveries[0] if r.deliveries else r.rejected_s
+            if end is not None and end <= r.accepted_s:
+                continue  # handed over and delivered at the same instant: never queued
+            steps.append((r.accepted_s, +1))
             if end is not None:
-                steps.append((max(end, r.accepted_s), -1))
+                steps.append((end, -1))
+        # By time, and at the same instant departures (-1) before arrivals (+1):
+        # a zero-length overlap is not a queue. Sorting on the step, never on an
+        # id, so arrival order within an instant does not matter here.
         steps.sort(key=lambda s: (s[0], s[1]))
         times, depth, level = [0.0], [0], 0
         for t, step in steps:

@@ -14,6 +14,12 @@ from .observability import Metrics
 from .workload import Workload
 
 
+# Summary fields read from the machine rather than from lab time: the bytes in
+# kernel socket queues (TCP autotuning decides how many wait there) and the
+# real seconds a run took.
+MACHINE_FIELDS = ("peak_buffered_bytes", "wall_s")
+
+
 @dataclass(frozen=True)
 class DesignFailure:
     """An exception raised by the design under test, caught by the lab."""
@@ -39,6 +45,10 @@ class Run:
     ``(t, client)`` for every connection the server handler saw;
     ``client_events`` lists ``(t, client, "open" | "close")`` as each client's
     own connection objects saw them (teardown excluded).
+
+    Every time is lab time, in the run's ``clock``. In virtual time the summary
+    is a function of (design, scenario, seed, clients, clock), apart from the
+    fields in :data:`MACHINE_FIELDS`.
     """
 
     design: str
@@ -48,7 +58,9 @@ class Run:
     workload: Workload
     faults: FaultPlan
     ledger: Ledger
-    duration_s: float = 0.0
+    clock: str = "virtual"  # which clock measured this run (wslab.clock)
+    duration_s: float = 0.0  # lab seconds, from the start to the end of teardown
+    wall_s: float = 0.0  # real seconds the run took (depends on the machine)
     end_s: float = 0.0
     samples: list[dict[str, Any]] = field(default_factory=list)
     connections: list[tuple[float, int | None, str]] = field(default_factory=list)
@@ -133,7 +145,7 @@ class Run:
     def summary(self) -> dict[str, Any]:
         """The numbers that say how the design did (see :mod:`wslab.ledger`)."""
         out = {"design": self.design, "scenario": self.scenario, "seed": self.seed,
-               "clients": self.clients}
+               "clients": self.clients, "clock": self.clock}
         out.update(self.ledger.summary())
         out["peak_buffered_bytes"] = max(
             (s["client_buffer"] + s["server_buffer"] + s["proxy_buffer"]
@@ -147,6 +159,7 @@ class Run:
         out["errors"] = len(self.errors)
         out["tasks_left"] = self.tasks_left
         out["duration_s"] = round(self.duration_s, 3)
+        out["wall_s"] = round(self.wall_s, 3)
         return out
 
     # Display -------------------------------------------------------------
@@ -184,7 +197,8 @@ class Run:
              "never" if math.isnan(s["recovery_s"]) else f"{s['recovery_s']:.2f}"),
             ("errors in the design", str(s["errors"])),
             ("tasks left at teardown", str(s["tasks_left"])),
-            ("duration (s)", f"{s['duration_s']:.2f}"),
+            ("duration (lab s, clock)", f"{s['duration_s']:.2f} ({s['clock']})"),
+            ("real time taken (s)", f"{s['wall_s']:.2f}"),
         ]
 
     def text(self) -> str:

@@ -32,6 +32,7 @@ from websockets.asyncio.server import serve
 from websockets.exceptions import ConnectionClosed
 
 from .. import plots
+from ..clock import in_lab_loop
 from ..contract import Design
 from ..designs.production import design
 from ..faults import FaultPlan, SlowConsumer
@@ -68,6 +69,7 @@ class LibraryLimits:
         return max(0, self.sent_before_send_waited - self.library_bound_bytes)
 
 
+@in_lab_loop()
 async def library_limits(*, max_size: int = 1024, max_queue: int = 4,
                          write_limit: int = 16 * 1024, message_bytes: int = 1024,
                          wait_s: float = 0.5, most_bytes: int = 64 * 2**20) -> LibraryLimits:
@@ -141,6 +143,7 @@ async def _bytes_before_send_waits(max_queue: int, write_limit: int, message_byt
     return sent
 
 
+@in_lab_loop()
 async def flood_close_code(*, messages: int = 4 * DEFAULT.window) -> int | None:
     """The close code the production server answers a client that ignores its credit.
 

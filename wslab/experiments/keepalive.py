@@ -44,6 +44,7 @@ from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.protocol import State
 
+from ..clock import in_lab_loop
 from ..contract import Design
 from ..designs.production import design as production_design
 from ..faults import BlackHole, FaultPlan, Latency
@@ -169,6 +170,7 @@ def _watch_pings(websocket: ClientConnection) -> tuple[asyncio.Queue, asyncio.Qu
     return pings, pongs
 
 
+@in_lab_loop()
 async def detect_dead_peer(ping_interval_s: float, ping_timeout_s: float, *,
                            phase: Phase = "worst",
                            close_timeout_s: float = CLOSE_TIMEOUT_S) -> Detection:
@@ -297,6 +299,7 @@ class PingsBehindData:
         return self.gave_up_s is not None
 
 
+@in_lab_loop()
 async def pings_behind_data(ping_interval_s: float = 0.25, ping_timeout_s: float = 0.5, *,
                             messages: int = 200, process_s: float = 0.01,
                             max_queue: int = 16, watch_s: float = 1.2) -> PingsBehindData:

@@ -31,12 +31,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 from websockets.exceptions import ConnectionClosed
 
+from ..clock import in_lab_loop
 from ..contract import Design
 from ..errors import DesignHangError
 from ..faults import FaultPlan, ServerRestart, SlowConsumer
@@ -287,11 +287,12 @@ class Hang:
 
     error: str  # str(DesignHangError)
     tasks: list[str]  # the stuck tasks' names
-    run_s: float  # from the start of the run to the error
+    run_s: float  # lab seconds from the start of the run to the error
     planned_s: float  # what the run would have taken without the hang
     graded: str  # the grader's verdict for the same scenario
 
 
+@in_lab_loop()
 async def hang_at_shutdown(scenario: str | Scenario | None = None) -> Hang:
     """Run :func:`hanging_design` (a short run by default) and return the
     :class:`~wslab.errors.DesignHangError` it ends with; grade it on the same
@@ -305,12 +306,13 @@ async def hang_at_shutdown(scenario: str | Scenario | None = None) -> Hang:
     design, way_out, workers = hanging_design()
 
     async def run_it() -> tuple[DesignHangError | None, float]:
-        started = time.perf_counter()
+        loop = asyncio.get_running_loop()
+        started = loop.time()
         try:
             await arun(design, chosen)
         except DesignHangError as exc:
-            return exc, time.perf_counter() - started
-        return None, time.perf_counter() - started
+            return exc, loop.time() - started
+        return None, loop.time() - started
 
     try:
         (error, run_s), card = await asyncio.gather(

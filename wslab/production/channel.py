@@ -29,6 +29,18 @@ log.setLevel(logging.INFO)
 # received. Fewer frames under load; a lost one is still covered by the next.
 ACK_BATCH = 4
 
+# A wait shorter than this counts as expired: float rounding can leave ~1e-16 s,
+# a timer due "now" that never advances a virtual clock (a livelock).
+TIMEOUT_TOLERANCE_S = 1e-6
+
+
+def _remaining(timeout_s: float, waited_s: float) -> float:
+    """Seconds left of ``timeout_s`` after ``waited_s``: 0.0 when it has run
+    out or is within :data:`TIMEOUT_TOLERANCE_S` of it, else at least that."""
+    left = timeout_s - waited_s
+    return left if left >= TIMEOUT_TOLERANCE_S else 0.0
+
+
 METRICS_HELP = {
     "wslab_connections_opened_total": "WebSocket connections opened (handshake and hello done)",
     "wslab_reconnects_total": "connections opened after the first one",
@@ -267,8 +279,9 @@ class Channel:
                 continue
             timeout = None
             if self.window.in_flight:
-                waited = loop.time() - self.last_progress
-                if waited >= self.settings.ack_timeout_s:
+                timeout = _remaining(self.settings.ack_timeout_s,
+                                     loop.time() - self.last_progress)
+                if not timeout:
                     rewound = self.window.rewind()  # go back: something was lost
                     self.metrics.inc("wslab_ack_timeouts_total", side=self.side)
                     self.metrics.inc("wslab_messages_resent_total", rewound, side=self.side)
@@ -279,7 +292,6 @@ class Channel:
                 latency = getattr(self.websocket, "latency", 0)
                 if latency:
                     self.metrics.set("wslab_ping_rtt_seconds", latency, side=self.side)
-                timeout = self.settings.ack_timeout_s - waited
             else:
                 self.last_progress = loop.time()
             self.wake.clear()

@@ -1,0 +1,359 @@
+"""Lab time: the clock a run measures with, and the event loop each run gets.
+
+Every run names its clock (``run.clock``, ``run.summary()["clock"]``):
+
+``"virtual"`` (the default: lessons, the grader, tests, the CLI)
+    Sockets are real, but when the event loop has nothing to do except wait
+    for a timer, lab time jumps to that timer. Waiting costs nothing and the
+    machine's load does not show: a run's result is a function of (design,
+    scenario, seed, clients, clock). A minute of lab time costs milliseconds,
+    so lessons can use real-world values (20 s pings, 10 s close timeouts).
+    Computing is free in this clock, with one exception, counted rather than
+    measured so that it is the same on every machine: a loop that turns
+    :data:`BUSY_TURNS` times without lab time moving is busy, not waiting (a
+    reconnect loop with no pause), and from then on each turn costs
+    :data:`BUSY_TURN_COST_S` until it waits again. So such code still moves
+    lab time, and still ends at its time limit.
+
+``"cpu"`` (CPU-charged virtual time)
+    Virtual time plus the CPU time the loop's thread spends. CPU work costs
+    lab time as on a real machine (a storm of handshakes, a worker that
+    blocks the loop: lessons 03 and 07), but waiting for a CPU does not: two
+    other busy processes do not slow this clock down. Results move a little
+    from run to run (CPU time is measured), so assertions on them are
+    relations with a margin.
+
+``"real"`` (the machine's monotonic clock)
+    For the bench, and for lesson 00 to show that lab time and real time agree.
+
+Code under test often reads the clock itself (``time.monotonic()`` for an
+ack timeout, ``time.time()`` in a token) or blocks (``time.sleep``). In a
+virtual or CPU-charged lab loop's thread, and only there, ``time.monotonic``
+and ``time.time`` read lab time (offset to look like the machine's clocks),
+and ``time.sleep(s)`` costs ``s`` of lab time without waiting (a blocking
+call stalls the loop for as long as it says, the same on every machine).
+``time.perf_counter`` stays the machine's clock. Other threads (the Jupyter
+kernel's, a real-time loop's) see the real functions.
+
+Virtual time comes from `looptime <https://pypi.org/project/looptime/>`_
+(maintained, MIT), which replaces the loop's clock and its selector: it polls
+the sockets first and moves time only when no I/O is ready and the loop has
+run some no-op cycles, so loopback I/O is never skipped over. wslab adds two
+things on top: the CPU charge, and a floor of one tick (1 µs) under every
+timer, so that a timer due "now" because of float rounding (an ack timeout
+minus the time waited, 1.4e-15 s) moves lab time instead of firing forever
+at the same instant.
+
+Guarantees:
+
+- A lab loop is never the caller's loop. :func:`run_in_lab_loop` (``await`` it)
+  and :func:`run_in_lab_loop_sync` run a coroutine on a fresh loop, in a thread
+  of its own; the caller's loop (a Jupyter kernel's) keeps serving widgets
+  and progress bars meanwhile. Called from inside a lab loop of the same
+  clock, the coroutine simply runs there.
+- Every call has a limit in real seconds (``wall_limit_s``; None only for a
+  caller whose every run has its own limit): a design that
+  blocks the thread, or never lets lab time advance, ends with
+  :class:`~wslab.errors.RunTimeoutError` instead of a hang of the caller.
+  What was left running is cancelled; a thread blocked in a non-asyncio call
+  cannot be, and is left behind as a daemon (the message says so).
+- When the coroutine returns or raises, every task left on its loop is
+  cancelled and awaited (for at most a grace period), async generators are
+  closed and the loop is closed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import functools
+import threading
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import looptime
+
+from .errors import ConfigError, RunTimeoutError
+
+T = TypeVar("T")
+
+CLOCKS: dict[str, str] = {
+    "virtual": "lab time: real sockets, timers jump; independent of the machine's load",
+    "cpu": "lab time plus the CPU time the loop spends: computing costs time, waiting for a CPU does not",
+    "real": "the machine's monotonic clock (the bench)",
+}
+DEFAULT_CLOCK = "virtual"
+TICK_S = 1e-6  # looptime's resolution: the smallest step of lab time
+BUSY_TURNS = 10_000  # loop turns at one instant before the virtual clock calls the loop busy
+BUSY_TURN_COST_S = 100e-6  # lab time each further busy turn costs (a handshake's CPU, roughly)
+TEARDOWN_GRACE_S = 2.0  # lab seconds the leftovers of a loop get to finish when cancelled
+NOOP_CYCLES = 42  # loop cycles with nothing ready before lab time jumps (looptime's default)
+
+
+def check_clock(clock: Any) -> str:
+    """``clock`` if it names a clock, else a :class:`~wslab.errors.ConfigError`."""
+    if clock not in CLOCKS:
+        raise ConfigError(f"clock must be one of {', '.join(map(repr, CLOCKS))}, got {clock!r}")
+    return clock
+
+
+class _LabTimeLoop:
+    """Mixin for virtual loops: no timer is ever due less than one tick ahead,
+    and a busy loop pays for its turns (see the module docstring)."""
+
+    wslab_clock = "virtual"
+    charge_busy_turns = True
+    blocked_s = 0.0  # lab time spent in time.sleep() on this loop's thread
+    busy_s = 0.0  # lab time charged for busy turns
+    _turns_at_instant = 0
+
+    def time(self) -> float:
+        return super().time() + self.busy_s + self.blocked_s  # type: ignore[misc]
+
+    def _run_once(self) -> None:
+        before = looptime.LoopTimeEventLoop.time(self)  # type: ignore[arg-type]
+        super()._run_once()  # type: ignore[misc]
+        if looptime.LoopTimeEventLoop.time(self) != before:  # type: ignore[arg-type]
+            self._turns_at_instant = 0
+            return
+        self._turns_at_instant += 1
+        if self.charge_busy_turns and self._turns_at_instant > BUSY_TURNS:
+            self.busy_s += BUSY_TURN_COST_S
+
+    def call_at(self, when: float, callback: Any, *args: Any, context: Any = None) -> Any:
+        floor = self.time() + TICK_S
+        return super().call_at(max(when, floor), callback, *args, context=context)  # type: ignore[misc]
+
+
+class _CpuChargedLoop(_LabTimeLoop):
+    """Virtual time plus the CPU time the loop's own thread has spent since it started."""
+
+    wslab_clock = "cpu"
+    charge_busy_turns = False  # the CPU time is charged instead
+
+    def start_cpu_clock(self) -> None:
+        self._cpu_thread = threading.get_ident()
+        self._cpu_start = time.thread_time()
+        self._cpu_spent = 0.0
+
+    def time(self) -> float:
+        if threading.get_ident() == getattr(self, "_cpu_thread", None):
+            self._cpu_spent = time.thread_time() - self._cpu_start
+        return super().time() + getattr(self, "_cpu_spent", 0.0)  # type: ignore[misc]
+
+
+_classes: dict[tuple[type, str], type] = {}
+
+
+def new_loop(clock: str = DEFAULT_CLOCK) -> asyncio.AbstractEventLoop:
+    """A new event loop that keeps ``clock`` (see the module docstring).
+
+    A virtual or CPU-charged loop starts at lab time 0. Create it in the
+    thread that will run it (the CPU charge counts that thread's time).
+    """
+    check_clock(clock)
+    loop = asyncio.new_event_loop()
+    if clock == "real":
+        loop.wslab_clock = "real"  # type: ignore[attr-defined]
+        return loop
+    key = (type(loop), clock)
+    if key not in _classes:
+        mixin = _CpuChargedLoop if clock == "cpu" else _LabTimeLoop
+        base = looptime.make_event_loop_class(type(loop))
+        _classes[key] = type(f"Lab{clock.title()}{type(loop).__name__}", (mixin, base), {})
+    loop.__class__ = _classes[key]
+    loop.setup_looptime(start=0.0, noop_cycles=NOOP_CYCLES)  # type: ignore[attr-defined]
+    if clock == "cpu":
+        loop.start_cpu_clock()  # type: ignore[attr-defined]
+    return loop
+
+
+# time.monotonic / time.time / time.sleep, as seen from a lab loop's thread.
+
+_REAL = {name: getattr(time, name) for name in ("monotonic", "time", "sleep")}
+_lab_threads: dict[int, tuple[Any, float, float]] = {}  # thread -> (loop, monotonic, time) at start
+
+
+def _lab_monotonic() -> float:
+    here = _lab_threads.get(threading.get_ident())
+    return _REAL["monotonic"]() if here is None else here[1] + here[0].time()
+
+
+def _lab_time() -> float:
+    here = _lab_threads.get(threading.get_ident())
+    return _REAL["time"]() if here is None else here[2] + here[0].time()
+
+
+def _lab_sleep(seconds: float) -> None:
+    here = _lab_threads.get(threading.get_ident())
+    if here is None:
+        return _REAL["sleep"](seconds)
+    if seconds < 0:
+        raise ValueError("sleep length must be non-negative")
+    here[0].blocked_s += seconds
+
+
+def _enter_lab_time(loop: asyncio.AbstractEventLoop) -> None:
+    """From now on, this thread's time.monotonic/time/sleep follow ``loop``."""
+    _lab_threads[threading.get_ident()] = (loop, _REAL["monotonic"](), _REAL["time"]())
+    if time.monotonic is not _lab_monotonic:  # installed once, for good: other threads see no change
+        time.monotonic, time.time, time.sleep = _lab_monotonic, _lab_time, _lab_sleep
+
+
+def _leave_lab_time() -> None:
+    _lab_threads.pop(threading.get_ident(), None)
+
+
+def clock_of(loop: asyncio.AbstractEventLoop | None = None) -> str | None:
+    """The clock of a lab loop (the running one by default); None for any other loop."""
+    if loop is None:
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return None
+    return getattr(loop, "wslab_clock", None)
+
+
+class _Cancelled(Exception):
+    """The lab loop's main task was cancelled (by the caller or the wall limit)."""
+
+
+class _LabThread(threading.Thread):
+    """One coroutine on one fresh lab loop, in a daemon thread of its own."""
+
+    def __init__(self, make: Callable[[], Awaitable[T]], clock: str, name: str) -> None:
+        super().__init__(name=f"wslab {name}", daemon=True)
+        self.make, self.clock = make, clock
+        self.result: concurrent.futures.Future = concurrent.futures.Future()
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.task: asyncio.Task | None = None
+        self._started = threading.Event()
+
+    def run(self) -> None:
+        self.result.set_running_or_notify_cancel()
+        loop = self.loop = new_loop(self.clock)
+        asyncio.set_event_loop(loop)
+        if self.clock != "real":
+            _enter_lab_time(loop)
+        try:
+            self.task = loop.create_task(self._main())
+            self._started.set()
+            try:
+                value = loop.run_until_complete(self.task)
+            except asyncio.CancelledError:
+                self.result.set_exception(_Cancelled())
+            except BaseException as exc:  # noqa: BLE001 - handed to the caller as is
+                self.result.set_exception(exc)
+            else:
+                self.result.set_result(value)
+        finally:
+            self._started.set()
+            _close_loop(loop)
+            _leave_lab_time()
+            asyncio.set_event_loop(None)
+
+    async def _main(self) -> Any:
+        return await self.make()
+
+    def cancel(self) -> None:
+        """Cancel the coroutine from another thread (a no-op once it is done)."""
+        self._started.wait(5)
+        loop, task = self.loop, self.task
+        if loop is not None and task is not None and not loop.is_closed():
+            try:
+                loop.call_soon_threadsafe(task.cancel)
+            except RuntimeError:
+                pass  # closed meanwhile: it is over
+
+
+def _close_loop(loop: asyncio.AbstractEventLoop) -> None:
+    """Cancel what is left on ``loop`` (waiting at most the grace period), then close it."""
+    try:
+        left = [t for t in asyncio.all_tasks(loop) if not t.done()]
+        for task in left:
+            task.cancel()
+        if left:
+            loop.run_until_complete(asyncio.wait(left, timeout=TEARDOWN_GRACE_S))
+        loop.run_until_complete(loop.shutdown_asyncgens())
+    finally:
+        loop.close()
+
+
+def _too_long(name: str, wall_limit_s: float, stopped: bool) -> RunTimeoutError:
+    return RunTimeoutError(
+        f"{name} was still running after {wall_limit_s:g} real seconds: the code under test "
+        "blocks the event loop (a busy loop, time.sleep, blocking I/O) or keeps it busy without "
+        "ever waiting, so lab time cannot advance; "
+        + ("everything it started was cancelled" if stopped else
+           "its thread could not be stopped and is left behind (restart the kernel to free it)")
+    )
+
+
+async def run_in_lab_loop(make: Callable[[], Awaitable[T]], *, clock: str = DEFAULT_CLOCK,
+                          wall_limit_s: float | None = 120.0, name: str = "run") -> T:
+    """Await ``make()`` run on a fresh loop that keeps ``clock``, in a thread of its own.
+
+    From inside a lab loop that already keeps ``clock``, ``make()`` runs there.
+    """
+    check_clock(clock)
+    if clock_of() == clock:
+        return await make()
+    worker = _LabThread(make, clock, name)
+    worker.start()
+    done = asyncio.wrap_future(worker.result)
+    try:
+        # asyncio.wait, not wait_for: a TimeoutError of the run itself is a result.
+        finished, _ = await asyncio.wait([done], timeout=wall_limit_s)
+    except asyncio.CancelledError:
+        worker.cancel()
+        await asyncio.wait([done], timeout=TEARDOWN_GRACE_S * 2)
+        raise
+    if not finished:
+        worker.cancel()
+        finished, _ = await asyncio.wait([done], timeout=TEARDOWN_GRACE_S * 2)
+        raise _too_long(name, wall_limit_s, bool(finished))
+    try:
+        return done.result()
+    except _Cancelled:  # cancelled from inside the lab loop: the caller's own cancellation
+        raise asyncio.CancelledError() from None
+
+
+def in_lab_loop(clock: str = DEFAULT_CLOCK, *, wall_limit_s: float | None = 120.0) -> Callable:
+    """Decorator: the coroutine function always runs on a lab loop that keeps
+    ``clock`` (a fresh one, unless its caller already runs on one). For
+    experiments that open sockets themselves, or reach into a run's tasks."""
+    check_clock(clock)
+
+    def decorate(fn: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]]:
+        @functools.wraps(fn)
+        async def wrapper(*args: Any, **kwargs: Any) -> T:
+            return await run_in_lab_loop(lambda: fn(*args, **kwargs), clock=clock,
+                                         wall_limit_s=wall_limit_s, name=fn.__name__)
+        wrapper.wslab_clock = clock  # type: ignore[attr-defined]
+        return wrapper
+
+    return decorate
+
+
+def run_in_lab_loop_sync(make: Callable[[], Awaitable[T]], *, clock: str = DEFAULT_CLOCK,
+                         wall_limit_s: float | None = 120.0, name: str = "run") -> T:
+    """:func:`run_in_lab_loop` for synchronous callers: blocks until ``make()`` is done.
+
+    Safe from a thread whose loop is running (a notebook cell without ``await``):
+    the run does not need that loop, so nothing has to nest.
+    """
+    check_clock(clock)
+    worker = _LabThread(make, clock, name)
+    worker.start()
+    try:
+        concurrent.futures.wait([worker.result], timeout=wall_limit_s)
+    except BaseException:  # KeyboardInterrupt: stop the run too
+        worker.cancel()
+        worker.join(TEARDOWN_GRACE_S * 2)
+        raise
+    if not worker.result.done():
+        worker.cancel()
+        worker.join(TEARDOWN_GRACE_S * 2)
+        raise _too_long(name, wall_limit_s, not worker.is_alive())
+    return worker.result.result()
