@@ -60,8 +60,6 @@ MAX_DETECTION_S = 2.0
 # about 9. (Bursts per 10 ms are not graded: a loaded machine stalls the event loop
 # and fires many timers in one bucket, so that number measures the machine.)
 MAX_ATTEMPTS_PER_CLIENT = 6.0
-# Scenarios with this many clients are graded one at a time even when concurrency > 1.
-CROWD = 50
 # A revoked client's messages produced this long after the revocation must not
 # be delivered (time for the server to notice the token).
 REVOKE_GRACE_S = 0.5
@@ -500,10 +498,9 @@ async def agrade(*designs: Any, scenarios: "Sequence[str | Scenario] | None" = N
     the contract raises :class:`~wslab.DesignContractError` before any run.
 
     ``concurrency`` runs that many scenarios at once, each in its own lab (own
-    ports, own ledger), which makes grading several times faster. The runs
-    then share the CPU and one event loop: scenarios with :data:`CROWD` or more
-    clients (the storm) run one at a time, and the default 1 is the faithful
-    choice when a criterion sits close to its bound.
+    loop, ports and ledger). In virtual time runs at once get exactly the
+    results they get alone; a scenario on another clock (CPU-charged or real)
+    runs alone, since runs at once would share the CPU it measures.
     """
     if not designs:
         raise ConfigError("grade what? give a design name, a Design, or a .py file")
@@ -517,12 +514,12 @@ async def agrade(*designs: Any, scenarios: "Sequence[str | Scenario] | None" = N
     bar = _Progress(total_s, progress)
     slots = asyncio.Semaphore(concurrency)
     pairs = [(design, scenario) for _, design in resolved for scenario in chosen]
-    crowd = asyncio.Semaphore(1)
+    alone = asyncio.Semaphore(1)
 
     async def grade_pair(design: "Design", scenario: Scenario) -> ScenarioGrade:
-        if scenario.clients < CROWD:
+        if scenario.clock == "virtual":
             return await _grade_scenario(design, scenario, bar, slots)
-        async with crowd:  # a crowd of clients starves a shared event loop: one at a time
+        async with alone:  # CPU or real time is measured: nothing else at once
             return await _grade_scenario(design, scenario, bar, slots)
 
     try:

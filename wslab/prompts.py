@@ -99,16 +99,15 @@ async def side_by_side(lesson: str, scenario: Any, *, kind: str = "timeline",
     from . import plots
     from .lab import arun
 
-    from .grading import CROWD
     from .scenarios import get_scenario
 
     pair = load(lesson)
     vague_run = arun(pair.design("vague"), scenario, **overrides)
     better_run = arun(pair.design("better"), scenario, **overrides)
-    if overrides.get("clients", get_scenario(scenario).clients) < CROWD:
-        # Both at once, each in its own lab (own ports, own ledger): half the wait.
+    if overrides.get("clock", get_scenario(scenario).clock) == "virtual":
+        # Both at once, each in its own lab: in virtual time neither sees the other.
         vague, better = await asyncio.gather(vague_run, better_run)
-    else:  # a crowd of clients each: one at a time, or they would slow each other down
+    else:  # CPU or real time is measured: one at a time, or they would share it
         vague, better = await vague_run, await better_run
     figure = plots.compare(vague, better, kind=kind,  # type: ignore[arg-type]
                            labels=("vague prompt", "better prompt"))
