@@ -57,9 +57,9 @@ Guarantees:
   :class:`~wslab.errors.RunTimeoutError` instead of a hang of the caller.
   What was left running is cancelled; a thread blocked in a non-asyncio call
   cannot be, and is left behind as a daemon (the message says so).
-- When the coroutine returns or raises, every task left on its loop is
-  cancelled and awaited (for at most a grace period), async generators are
-  closed and the loop is closed.
+- Before the caller gets the result, every task left on the loop has been
+  cancelled and awaited (for at most a grace period), async generators and
+  the loop closed, and the thread ends: nothing of a run outlives it.
 """
 
 from __future__ import annotations
@@ -236,22 +236,29 @@ class _LabThread(threading.Thread):
         asyncio.set_event_loop(loop)
         if self.clock != "real":
             _enter_lab_time(loop)
+        outcome: tuple[bool, Any] = (False, _Cancelled())
         try:
             self.task = loop.create_task(self._main())
             self._started.set()
             try:
-                value = loop.run_until_complete(self.task)
+                outcome = (True, loop.run_until_complete(self.task))
             except asyncio.CancelledError:
-                self.result.set_exception(_Cancelled())
+                outcome = (False, _Cancelled())
             except BaseException as exc:  # noqa: BLE001 - handed to the caller as is
-                self.result.set_exception(exc)
-            else:
-                self.result.set_result(value)
+                outcome = (False, exc)
         finally:
             self._started.set()
-            _close_loop(loop)
-            _leave_lab_time()
-            asyncio.set_event_loop(None)
+            try:
+                _close_loop(loop)
+            finally:
+                _leave_lab_time()
+                asyncio.set_event_loop(None)
+                # Only now: when the caller has the result, the loop and its sockets are gone.
+                ok, value = outcome
+                if ok:
+                    self.result.set_result(value)
+                else:
+                    self.result.set_exception(value)
 
     async def _main(self) -> Any:
         return await self.make()
@@ -313,6 +320,7 @@ async def run_in_lab_loop(make: Callable[[], Awaitable[T]], *, clock: str = DEFA
         worker.cancel()
         finished, _ = await asyncio.wait([done], timeout=TEARDOWN_GRACE_S * 2)
         raise _too_long(name, wall_limit_s, bool(finished))
+    worker.join(1.0)  # it has handed over its result: the thread is returning
     try:
         return done.result()
     except _Cancelled:  # cancelled from inside the lab loop: the caller's own cancellation
@@ -356,4 +364,5 @@ def run_in_lab_loop_sync(make: Callable[[], Awaitable[T]], *, clock: str = DEFAU
         worker.cancel()
         worker.join(TEARDOWN_GRACE_S * 2)
         raise _too_long(name, wall_limit_s, not worker.is_alive())
+    worker.join(1.0)  # it has handed over its result: the thread is returning
     return worker.result.result()
