@@ -35,7 +35,7 @@ def test_virtual_time_jumps_over_waiting():
 
     started = time.perf_counter()
     assert on("virtual", main) == pytest.approx(3600, abs=1e-3)
-    assert time.perf_counter() - started < 5  # an hour of lab time, in milliseconds
+    assert time.perf_counter() - started < 60  # an hour of lab time did not take an hour
 
 
 def test_a_timer_due_now_by_rounding_still_moves_lab_time():
