@@ -426,8 +426,10 @@ class _Progress:
         self.done[label] = fraction * step_s
         value = min(1.0, sum(self.done.values()) / self.total_s)
         if self.widget is not None:
-            self.widget.value = value
-            self.label.value = label
+            if int(value * 100) != self._shown[0]:  # a message to the browser per percent, no more
+                self._shown = (int(value * 100), label)
+                self.widget.value = value
+                self.label.value = label
         elif self.stream is not None and (int(value * 50), label) != self._shown:
             self._shown = (int(value * 50), label)
             bar = "#" * int(value * 30)

@@ -382,10 +382,12 @@ async def arun(
     the_design, chosen = _prepare(design, scenario, workload, faults, clients, seed,
                                   settle_s, time_limit_s, clock)
     if progress is not None and clock_of() != chosen.clock:
-        caller, report = asyncio.get_running_loop(), progress
+        caller, report, last = asyncio.get_running_loop(), progress, [-1]
 
         def progress(fraction: float) -> None:  # from the lab's thread to the caller's loop
-            if not caller.is_closed():
+            percent = int(fraction * 100)
+            if percent != last[0] and not caller.is_closed():  # each percent once, no flood
+                last[0] = percent
                 caller.call_soon_threadsafe(report, fraction)
 
     return await run_in_lab_loop(lambda: _arun_here(the_design, chosen, progress),
