@@ -195,4 +195,5 @@ def test_tight_keepalive_trips_the_naive_loop_not_the_production_channel():
 def test_helpers_on_a_run_without_pings():
     run = wslab.run("naive", rw.request_reply_scenario(count=10, settle_s=0.5).with_(faults=[]))
     assert rw.ping_waits(run) == [] and math.isnan(rw.longest_ping_wait_s(run))
-    assert rw.request_latency_ms(run)["max"] >= rw.request_latency_ms(run)["p50"] > 0
+    latency = rw.request_latency_ms(run)
+    assert latency["max"] == latency["p50"] == 0  # in virtual time loopback takes no time

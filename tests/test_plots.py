@@ -93,7 +93,7 @@ def test_timeline_bars_add_up_to_the_summary(interrupted):
     assert "cut 1 s–1.4 s" in [t.get_text() for t in ax.get_legend().get_texts()]
     # The band underneath: clients connected, one before the cut and none after.
     band = ax.child_axes[0] if ax.child_axes else fig.axes[1]
-    assert "clients" in band.get_ylabel() and band.get_xlabel() == "time since start (s)"
+    assert "clients" in band.get_ylabel() and band.get_xlabel() == "lab time since start (s)"
     (line,) = band.get_lines()
     connected = dict(zip(*line.get_data()))
     assert max(connected.values()) == 1 and list(connected.values())[-1] == 0

@@ -113,11 +113,16 @@ def _with_band(ax: Axes | None, band_ratio: float,
     return fig, ax, band
 
 
-def _label_band(ax: Axes, band: Axes) -> None:
+def time_label(clock: str = "virtual") -> str:
+    """The label of a time axis: lab time, and its clock when it is not virtual."""
+    return "lab time since start (s" + ("" if clock == "virtual" else f", {clock} clock") + ")"
+
+
+def _label_band(ax: Axes, band: Axes, clock: str = "virtual") -> None:
     """Only the band, at the bottom, labels the shared time axis."""
     ax.tick_params(labelbottom=False)
     ax.set_xlabel("")
-    band.set_xlabel("time since start (s)")
+    band.set_xlabel(time_label(clock))
 
 
 def _root_figure(ax: Axes) -> Figure:
@@ -244,6 +249,7 @@ def _lost_headline(run: Run) -> str:
 
 
 def _draw_timeline(run: Run, ax: Axes, band: Axes, bucket_s: float) -> _Drawn:
+    band.set_xlabel(time_label(run.clock))
     span = _span_s(run)
     edges, counts = _buckets(run, bucket_s, span)
     edge = {"edgecolor": "white", "linewidth": 0.4} if len(edges) <= 120 else {"linewidth": 0}
@@ -318,6 +324,7 @@ def _queue_headline(run: Run) -> str:
 
 
 def _draw_queue(run: Run, ax: Axes, band: Axes) -> _Drawn:
+    band.set_xlabel(time_label(run.clock))
     span = _span_s(run)
     times, depth = _peak_per_bucket(*run.ledger.queue_series(), span)
     ax.plot(times, depth, drawstyle="steps-post", color=QUEUE, linewidth=1.8,

@@ -235,7 +235,7 @@ def policies_figure(runs: dict[str, Run], *, bucket_s: float = 0.05) -> Figure:
                 bottom.bar(edges[:-1], counts, width=bucket_s, bottom=below, align="edge",
                            color=color, label=fate, linewidth=0)
             below = below + counts
-        bottom.set_xlabel("time since start (s)")
+        bottom.set_xlabel("lab time since start (s)")
     grid[0][0].set_ylabel("messages waiting")
     grid[1][0].set_ylabel(f"messages produced\nper {bucket_s * 1000:g} ms")
     grid[0][-1].legend(fontsize=plots.LEGEND_FONT, loc="upper right")

@@ -343,7 +343,7 @@ def plot_outages(run: Run, *, ax=None) -> Figure:
     ax.set_yticks(range(run.clients), [f"client {c}" for c in range(run.clients)])
     ax.set_ylim(run.clients - 0.5, -0.5)
     ax.set_xlim(0, span)
-    ax.set_xlabel("time (s)")
+    ax.set_xlabel("lab time since start (s)")
     handles, labels = ax.get_legend_handles_labels()
     unique = dict(zip(labels, handles))
     ax.legend(unique.values(), unique.keys(), fontsize="small", loc="upper left",

@@ -205,7 +205,7 @@ def plot_copies(runs: Sequence[Run], labels: Sequence[str], *, bucket_s: float =
         _shade_frame_faults(ax, run, span)
         ax.axhline(0, color="0.3", linewidth=0.8)
         ax.set_xlim(0, span)
-        ax.set_xlabel("time the message was produced (s)")
+        ax.set_xlabel("lab time the message was produced (s)")
         ax.set_title(f"{label}: {int(extra.sum())} extra copies processed", fontsize="medium")
     axes[0][0].set_ylabel(f"messages per {bucket_s * 1000:g} ms\n(copies below the line)")
     axes[0][-1].legend(handles=[Patch(color=DELIVERED, label="produced"),

@@ -297,7 +297,7 @@ def plot_ping_waits(*runs: Run, labels: Sequence[str] | None = None,
     if timeout_s is not None:
         ax.axhline(timeout_s * 1000, color="#d62728", ls="--", lw=1,
                    label=f"a {timeout_s:g} s keepalive timeout")
-    ax.set_xlabel("ping sent at (s since start; shaded: slow processing)")
+    ax.set_xlabel("ping sent at (lab s since start; shaded: slow processing)")
     ax.set_ylabel("wait for the pong (ms)")
     ax.set_ylim(bottom=0)
     ax.set_title("How long a ping waits for its pong")
