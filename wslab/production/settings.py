@@ -1,8 +1,11 @@
 """Every value the production design chooses, with the reason (lessons 03–08).
 
-Time in the lab is scaled down about a hundredfold: an outage lasts tenths of
-a second, so the timers are tenths of a second too. Multiply by 20–100 for a
-real deployment.
+The standard scenarios stay short (an outage lasts tenths of a second) so that
+a run's timeline fits in a picture and the grader runs them all in seconds,
+so these timers are scaled down about a hundredfold with them: multiply by
+20–100 for a real deployment. Lab time is virtual (:mod:`wslab.clock`), so
+nothing forces the scale: lesson 06 measures the library's own 20 s / 20 s /
+10 s keepalive at full scale, and lesson 03 its reconnection delays.
 """
 
 from __future__ import annotations
