@@ -8,6 +8,11 @@ sleep ``ping_interval`` (less the last round trip), send a ping, wait up to
 still: a client waits ``close_timeout`` for a closing handshake that a dead
 network swallows, and only then does ``recv()`` or ``send()`` raise.
 
+Everything here runs in lab time (:mod:`wslab.clock`, virtual by default), so
+the values are real-world ones: the library's defaults (:data:`LIBRARY_DEFAULTS`:
+20 s, 20 s, 10 s), pings seconds apart, a minute of updates, a 15 s latency
+spike. A minute of keepalive costs milliseconds, and the figures are exact.
+
 What this module measures, each on real connections through a
 :class:`~wslab.proxy.FaultProxy` on 127.0.0.1:
 
@@ -15,10 +20,10 @@ What this module measures, each on real connections through a
   closes) at a chosen phase of its keepalive: right after a pong came back
   (``"worst"``: a whole interval passes before the next ping) or right after
   a ping left (``"best"``: only the timeout). ``gave_up_s`` is from the black
-  hole until the client's keepalive gives up (the connection leaves OPEN);
+  hole until the client's keepalive gives up (it fails the connection);
   ``closed_s`` until the application would see ``ConnectionClosed``.
 - :func:`detection_sweep`: :func:`detect_dead_peer` for every ``(interval,
-  timeout)`` pair and both phases, all connections at once (one run's time);
+  timeout)`` pair and both phases, all connections at once;
   :func:`plot_detection` draws it against the bounds ``ping_timeout`` and
   ``ping_interval + ping_timeout``.
 - :func:`pings_behind_data`: the false alarm met in real life: a server that
@@ -33,7 +38,8 @@ production design with any keepalive values (:func:`keepalive_design`).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable
+import inspect
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from typing import Literal
 
@@ -54,6 +60,7 @@ from ..scenarios import Scenario, get_scenario
 from ..workload import Workload
 
 __all__ = [
+    "LIBRARY_DEFAULTS",
     "SPIKE_BEST_RTT_S",
     "SPIKE_WORST_RTT_S",
     "Detection",
@@ -68,39 +75,53 @@ __all__ = [
 ]
 
 Phase = Literal["worst", "best"]
-POLL_S = 0.002  # how often the watcher looks at the connection's state
-CLOSE_TIMEOUT_S = 0.1  # the production design's close_timeout_s
 
-# The lab's latency spike: 300 ms ± 50 ms each way, so a round trip (a ping and
-# its pong) takes at most 0.7 s while it lasts.
+# The keepalive values websockets uses when a program names none, read from
+# connect()'s signature: {"ping_interval": 20, "ping_timeout": 20, "close_timeout": 10}.
+LIBRARY_DEFAULTS: dict[str, float] = {
+    name: inspect.signature(connect).parameters[name].default
+    for name in ("ping_interval", "ping_timeout", "close_timeout")}
+
+# The lab's latency spike: 300 ms ± 50 ms each way (a congested link), so a
+# round trip (a ping and its pong) takes at most 0.7 s while it lasts.
 SPIKE_DELAY_S, SPIKE_JITTER_S = 0.3, 0.05
 SPIKE_WORST_RTT_S = round(2 * (SPIKE_DELAY_S + SPIKE_JITTER_S), 6)
 SPIKE_BEST_RTT_S = round(2 * (SPIKE_DELAY_S - SPIKE_JITTER_S), 6)
+SPIKE_START_S, SPIKE_DURATION_S = 5.0, 15.0
 
 
 # Scenarios and designs the lesson runs in the lab ---------------------------------
 
-def black_hole_scenario(*, start_s: float = 0.2, settle_s: float = 1.3) -> Scenario:
-    """``idle_black_hole`` made shorter: 50 messages over 1 s, the flow forgotten
-    at ``start_s`` (for 0.4 s; the connections open then stay dead), a run of
-    at most ``1 + settle_s`` seconds: long enough for a keepalive that notices
-    within 1.5 s to reconnect and resend."""
+def black_hole_scenario(*, start_s: float = 10.0, settle_s: float = 5.0) -> Scenario:
+    """``idle_black_hole`` at a deployment's pace: an update a second for a
+    minute, the flow forgotten at ``start_s`` (for 1 s: the connections open
+    then stay dead, new ones get through), then ``settle_s`` to finish. Long
+    enough for the library's default keepalive (20 s, 20 s, then close_timeout
+    10 s) to notice, and to lose what it sent meanwhile."""
+    workload = Workload(count=60, rate_per_s=1, direction="up")
     return get_scenario("idle_black_hole").with_(
-        workload=Workload(count=50, rate_per_s=50, direction="up"),
-        faults=FaultPlan([BlackHole(start_s=start_s, duration_s=0.4)]),
-        settle_s=settle_s)
+        description=f"A NAT silently forgets the flow at {start_s:g} s: bytes vanish, "
+                    "no socket closes.",
+        workload=workload,
+        faults=FaultPlan([BlackHole(start_s=start_s, duration_s=1.0)]),
+        settle_s=settle_s, time_limit_s=workload.production_s + settle_s + 60.0)
 
 
 def spike_scenario() -> Scenario:
-    """``latency_spike`` made shorter: round trips of 0.5–0.7 s from 0.3 s to
-    1.3 s (the lab's spike: 300 ms ± 50 ms each way), 120 messages up, no
-    echoes (the lesson's prompt codes send no replies)."""
+    """``latency_spike`` as a congested link has it: round trips of 0.5–0.7 s
+    (300 ms ± 50 ms each way) for 15 s from 5 s on, ten updates a second up
+    for 20 s, no echoes (the lesson's prompt codes send no replies). A
+    keepalive that pings every 9 s or more often sends a ping into it and
+    waits for the pong there."""
+    end_s = SPIKE_START_S + SPIKE_DURATION_S
+    workload = Workload(count=200, rate_per_s=10, direction="up")
     return get_scenario("latency_spike").with_(
-        description="Latency jumps to 300 ms (± 50 ms) both ways from 0.3 s to 1.3 s.",
-        workload=Workload(count=120, rate_per_s=100, direction="up"),
-        faults=FaultPlan([Latency(start_s=0.3, duration_s=1.0, delay_s=SPIKE_DELAY_S,
-                                  jitter_s=SPIKE_JITTER_S)]),
-        settle_s=0.6)
+        description=f"Latency jumps to 300 ms (± 50 ms) both ways from {SPIKE_START_S:g} s "
+                    f"to {end_s:g} s.",
+        workload=workload,
+        faults=FaultPlan([Latency(start_s=SPIKE_START_S, duration_s=SPIKE_DURATION_S,
+                                  delay_s=SPIKE_DELAY_S, jitter_s=SPIKE_JITTER_S)]),
+        settle_s=2.0, time_limit_s=workload.production_s + 60.0)
 
 
 def keepalive_design(ping_interval_s: float, ping_timeout_s: float,
@@ -170,16 +191,41 @@ def _watch_pings(websocket: ClientConnection) -> tuple[asyncio.Queue, asyncio.Qu
     return pings, pongs
 
 
+def _watch_give_up(websocket: ClientConnection,
+                   snapshot: Callable[[], int] = lambda: 0) -> asyncio.Future[tuple[float, int]]:
+    """A future that gets (lab time, ``snapshot()``) at the moment the
+    connection is failed while open: the keepalive's timeout (or a protocol error).
+
+    ``keepalive()`` gives up by calling ``self.protocol.fail()`` (a public
+    method of the Sans-I/O protocol); wrapping it on the instance sees the
+    exact moment, with no polling.
+    """
+    loop = asyncio.get_running_loop()
+    gave_up: asyncio.Future[tuple[float, int]] = loop.create_future()
+    protocol = websocket.protocol
+    original = protocol.fail
+
+    def fail(code, reason=""):
+        if protocol.state is State.OPEN and not gave_up.done():
+            gave_up.set_result((loop.time(), snapshot()))
+        return original(code, reason)
+
+    protocol.fail = fail  # type: ignore[method-assign]
+    return gave_up
+
+
 @in_lab_loop()
 async def detect_dead_peer(ping_interval_s: float, ping_timeout_s: float, *,
                            phase: Phase = "worst",
-                           close_timeout_s: float = CLOSE_TIMEOUT_S) -> Detection:
+                           close_timeout_s: float = LIBRARY_DEFAULTS["close_timeout"]) -> Detection:
     """Black-hole one connection at the given phase of its keepalive; see :class:`Detection`.
 
     The server sends no pings of its own (``ping_interval=None``): this is the
     client's keepalive alone. The black hole comes after the first ping was
     answered: ``"worst"`` right when its pong arrives, ``"best"`` right when
-    the second ping leaves (that ping is swallowed).
+    the second ping leaves (that ping is swallowed). ``close_timeout_s`` is
+    the library's default (10 s) unless given. Times are rounded to the
+    microsecond (lab time's tick).
     """
     loop = asyncio.get_running_loop()
     limit_s = ping_interval_s + ping_timeout_s + close_timeout_s + 1.0
@@ -190,6 +236,7 @@ async def detect_dead_peer(ping_interval_s: float, ping_timeout_s: float, *,
                             ping_interval=ping_interval_s, ping_timeout=ping_timeout_s,
                             close_timeout=close_timeout_s) as websocket):
             pings, pongs = _watch_pings(websocket)
+            gave_up_at = _watch_give_up(websocket)
             try:
                 async with asyncio.timeout(2 * ping_interval_s + ping_timeout_s + 1.0):
                     await pongs.get()  # the first ping was answered
@@ -202,18 +249,13 @@ async def detect_dead_peer(ping_interval_s: float, ping_timeout_s: float, *,
             start = loop.time()
             proxy.black_hole("both")
             closed = asyncio.ensure_future(websocket.wait_closed())
-            gave_up = None
-            try:
-                async with asyncio.timeout(limit_s):
-                    while not closed.done():
-                        if gave_up is None and websocket.state is not State.OPEN:
-                            gave_up = loop.time() - start
-                        await asyncio.wait([closed], timeout=POLL_S)
-            except TimeoutError:
+            await asyncio.wait([closed], timeout=limit_s)
+            gave_up = round(gave_up_at.result()[0] - start, 6) if gave_up_at.done() else None
+            if not closed.done():
                 closed.cancel()
                 return Detection(ping_interval_s, ping_timeout_s, phase, gave_up, None,
                                  f"still open {limit_s:g} s after the black hole")
-            ended = loop.time() - start
+            ended = round(loop.time() - start, 6)
             sent = websocket.protocol.close_sent
             reason = f"{sent.code} {sent.reason}" if sent is not None else "no close frame sent"
             return Detection(ping_interval_s, ping_timeout_s, phase,
@@ -221,10 +263,10 @@ async def detect_dead_peer(ping_interval_s: float, ping_timeout_s: float, *,
 
 
 async def detection_sweep(intervals_s: Iterable[float], timeouts_s: Iterable[float], *,
-                          close_timeout_s: float = CLOSE_TIMEOUT_S) -> list[Detection]:
+                          close_timeout_s: float = LIBRARY_DEFAULTS["close_timeout"]
+                          ) -> list[Detection]:
     """:func:`detect_dead_peer` for every (interval, timeout) pair, worst and best
-    phase, all concurrently: as long as the slowest pair, about
-    ``2 * max(interval) + max(timeout) + close_timeout`` seconds."""
+    phase, all at once (each on a lab loop of its own)."""
     pairs = [(i, t) for i in intervals_s for t in timeouts_s]
     return list(await asyncio.gather(*(
         detect_dead_peer(i, t, phase=phase, close_timeout_s=close_timeout_s)
@@ -283,7 +325,9 @@ class PingsBehindData:
 
     ``gave_up_s``: when the client's keepalive failed the connection (seconds
     after the first message; None: it never did); ``processed``: messages the
-    server had processed by then (the peer was alive and working all along).
+    server had processed by then (the peer was alive and working all along);
+    ``slowest_pong_s``: the longest a ping waited for a pong that came (None:
+    none came), from the moment the ping was written, as the keepalive counts.
     """
 
     messages: int
@@ -293,6 +337,7 @@ class PingsBehindData:
     gave_up_s: float | None
     processed: int
     reason: str
+    slowest_pong_s: float | None = None
 
     @property
     def false_alarm(self) -> bool:
@@ -300,16 +345,17 @@ class PingsBehindData:
 
 
 @in_lab_loop()
-async def pings_behind_data(ping_interval_s: float = 0.25, ping_timeout_s: float = 0.5, *,
-                            messages: int = 200, process_s: float = 0.01,
-                            max_queue: int = 16, watch_s: float = 1.2) -> PingsBehindData:
-    """A slow server with the library's flow control, a client with a tight keepalive.
+async def pings_behind_data(ping_interval_s: float = 8.95, ping_timeout_s: float = 1.05, *,
+                            messages: int = 500, process_s: float = 0.04,
+                            max_queue: int = 16, watch_s: float = 30.0) -> PingsBehindData:
+    """A slow server with the library's flow control, a client with a keepalive.
 
     The server's handler reads a message, works ``process_s`` on it, reads the
     next: once ``max_queue`` frames wait unread, ``websockets`` stops reading
-    the socket. The client sent everything first, so its pings sit behind the
-    data in the same TCP stream; the pong comes only when the server has read
-    that far. Watched for ``watch_s`` seconds (no proxy, no fault: loopback).
+    the socket. The client sent everything first (a backlog, say after a
+    reconnection), so its pings sit behind the data in the same TCP stream;
+    a pong comes only when the server has read that far. Watched for
+    ``watch_s`` seconds from the first message (no proxy, no fault: loopback).
     """
     loop = asyncio.get_running_loop()
     processed = 0
@@ -324,27 +370,33 @@ async def pings_behind_data(ping_interval_s: float = 0.25, ping_timeout_s: float
             pass
 
     payload = "x" * 512
+    close_timeout_s = LIBRARY_DEFAULTS["close_timeout"]
     async with serve(slow, HOST, 0, compression=None, ping_interval=None,
-                     max_queue=max_queue, close_timeout=CLOSE_TIMEOUT_S) as server:
+                     max_queue=max_queue) as server:
         port = server.sockets[0].getsockname()[1]
         async with connect(f"ws://{HOST}:{port}/", proxy=None, compression=None,
                            ping_interval=ping_interval_s, ping_timeout=ping_timeout_s,
-                           close_timeout=CLOSE_TIMEOUT_S) as websocket:
+                           close_timeout=close_timeout_s) as websocket:
+            pings, pongs = _watch_pings(websocket)
+            gave_up_at = _watch_give_up(websocket, lambda: processed)
             start = loop.time()
             for _ in range(messages):
                 await websocket.send(payload)
-            gave_up = None
-            while loop.time() - start < watch_s:
-                if websocket.state is not State.OPEN:
-                    gave_up = loop.time() - start
-                    break
-                await asyncio.sleep(POLL_S)
-            done = processed
+            await asyncio.wait([gave_up_at], timeout=max(0.0, start + watch_s - loop.time()))
+            if gave_up_at.done():
+                at, done = gave_up_at.result()
+                gave_up: float | None = round(at - start, 6)
+            else:
+                gave_up, done = None, processed
             sent = websocket.protocol.close_sent
             reason = f"{sent.code} {sent.reason}" if sent is not None else "still open"
             websocket.transport.abort()  # done watching: no closing handshake behind the data
-    return PingsBehindData(messages, process_s, ping_interval_s, ping_timeout_s,
-                           None if gave_up is None else round(gave_up, 4), done, reason)
+    # Pongs come back in order: the n-th pong answers the n-th ping.
+    sent_at = [pings.get_nowait() for _ in range(pings.qsize())]
+    answered_at = [pongs.get_nowait() for _ in range(pongs.qsize())]
+    waits = [round(b - a, 6) for a, b in zip(sent_at, answered_at)]
+    return PingsBehindData(messages, process_s, ping_interval_s, ping_timeout_s, gave_up,
+                           done, reason, max(waits, default=None))
 
 
 def worst_rtt_s(scenario: Scenario) -> float:

@@ -17,10 +17,12 @@ Failure modes and how this code handles them:
    server acknowledges it and resent after reconnecting; the server skips
    sequence numbers it has already processed.
 
-The values:
-    PING_TIMEOUT_S  = 1.0 s  worst round trip 0.7 s + 0.3 s margin
-    PING_INTERVAL_S = 0.5 s  detection target 1.5 s - PING_TIMEOUT_S
-    worst-case detection = 0.5 + 1.0 = 1.5 s; the code hears of it 0.2 s later.
+The values (target: the code hears of a dead connection within 10 s):
+    CLOSE_TIMEOUT_S = 1.0 s  a closing handshake is one round trip: 0.7 s at worst
+    PING_TIMEOUT_S  = 3.0 s  worst round trip 0.7 s, with room for a pong that
+                             waits behind data or a busy event loop
+    PING_INTERVAL_S = 6.0 s  what the target leaves: 10 - 1.0 - 3.0
+    worst case: unnoticed for 6 + 3 = 9 s, and the code hears of it 1 s later: 10 s.
 """
 
 import asyncio
@@ -33,11 +35,12 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
 logger = logging.getLogger(__name__)
 
-PING_INTERVAL_S = 0.5
-PING_TIMEOUT_S = 1.0
-CLOSE_TIMEOUT_S = 0.2
-BACKOFF_BASE_S = 0.05
-BACKOFF_MAX_S = 1.0
+PING_INTERVAL_S = 6.0
+PING_TIMEOUT_S = 3.0
+CLOSE_TIMEOUT_S = 1.0
+OPEN_TIMEOUT_S = 5.0  # a handshake through a spike takes a few round trips
+BACKOFF_BASE_S = 0.5
+BACKOFF_MAX_S = 30.0
 
 KEEPALIVE = {
     "ping_interval": PING_INTERVAL_S,
@@ -107,7 +110,7 @@ async def client(app):
         attempt = 0
         while True:
             try:
-                async with app.connect(**KEEPALIVE, open_timeout=2.0) as websocket:
+                async with app.connect(**KEEPALIVE, open_timeout=OPEN_TIMEOUT_S) as websocket:
                     attempt = 0
                     await exchange(websocket, session, outbox)
             except (OSError, TimeoutError, ConnectionClosed, InvalidHandshake) as exc:
