@@ -1,4 +1,5 @@
-"""Lesson 03's experiments: a reconnect storm, and what jitter does to it.
+"""Lesson 03's experiments: a reconnect storm, what jitter does to it, and what
+``websockets``' own reconnection really waits.
 
 What this module measures
 -------------------------
@@ -13,19 +14,25 @@ work the storm costs and how soon everyone is back:
 - :class:`HandshakeBudget`: a server that can answer only so many opening
   handshakes per 10 ms and answers ``503 Service Unavailable`` beyond that.
   On loopback a restarted server takes hundreds of handshakes at once for
-  free; a real one spends work on each (TLS, checking a token, loading the
+  little; a real one spends work on each (TLS, checking a token, loading the
   session), and protects itself like this (or its load balancer does).
-  Without such a limit, synchronised retries cost nothing in the lab and
+  Without such a limit, synchronised retries cost little in the lab and
   jitter only makes recovery slower: the budget is what makes the
   experiment honest about why jitter matters;
 - :func:`storm_numbers` reads a run: the most attempts in one 10 ms bucket,
   attempts while the server was down, handshakes the restarted server had to
   answer (accepted or refused), and how long until every client was back;
+  :func:`back_after` and :func:`attempts_by_client` give the same per client;
 - :func:`attempts_figure` draws connection attempts over time, one panel per
   run, the restart shaded.
 
-:func:`storm` is the lesson's storm scenario; :func:`silent_then_cut` the one
-where messages are handed to connections that die (for ``library_reconnect``).
+Clocks. :func:`storm` keeps CPU-charged lab time, so that handshakes cost
+what they cost, and a hundredth of production's time scale, so that 100
+clients make the handshakes per second of thousands. Storm runs pause Python's
+garbage collector (:func:`collector_paused`). :func:`silent_then_cut` and
+:func:`long_outage`, for ``websockets``' own reconnection at its real
+defaults (:data:`wslab.designs.library_reconnect.DEFAULTS`), are about
+delays only and keep virtual time: exact, and a minute costs milliseconds.
 :func:`design_with_delay` builds the production client around any
 ``delay(attempt, rng)`` function (the lesson's exercise).
 """
@@ -33,10 +40,12 @@ where messages are handed to connections that die (for ``library_reconnect``).
 from __future__ import annotations
 
 import asyncio
+import gc
 import math
 import random
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from http import HTTPStatus
 from typing import Any
@@ -75,8 +84,13 @@ def storm(clients: int = 100, seed: int = 9) -> Scenario:
     """The lesson's storm: ``reconnect_storm`` made shorter. The server restarts at
     0.35 s and is back at 0.65 s; each client sends a message at 0, 0.2, 0.4 and
     0.6 s; the run ends 1.8 s after the server is back, or as soon as every
-    message arrived. Its clock is CPU-charged: each handshake costs the lab
-    time the machine spent on it, as a storm does on a real server."""
+    message arrived.
+
+    Its clock is CPU-charged: each handshake costs the lab time the machine
+    spent on it, as a storm does on a real server. Its times are a hundredth
+    of production's (a 0.3 s restart for 30 s, the policies' 1 s cap for
+    100 s): a storm's cost is a rate, handshakes per second, and compressing
+    time is how 100 clients in one process make the rate of thousands."""
     return get_scenario("reconnect_storm").with_(
         clients=clients, seed=seed, clock="cpu",
         workload=Workload(count=4, rate_per_s=5, direction="up"),
@@ -84,17 +98,52 @@ def storm(clients: int = 100, seed: int = 9) -> Scenario:
         settle_s=1.8)
 
 
+@contextmanager
+def collector_paused() -> Iterator[None]:
+    """Python's cyclic garbage collector off inside the block, as :mod:`timeit`
+    does while it times.
+
+    For storm runs in CPU-charged time: a collection of the whole process's
+    heap (the notebook's earlier runs included) can cost a tenth of a second
+    of CPU, charged to the storm at a random moment, and the storm's time is
+    compressed a hundredfold while a collection's is not. Restores the
+    collector's previous state, so blocks nest.
+    """
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
 def silent_then_cut(clients: int = 50, seed: int = 3) -> Scenario:
     """Messages handed to a connection that dies: the network silently swallows
     every byte from 0.3 s to 0.6 s (a black hole: no socket closes, ``send()``
     keeps returning), then resets every connection (a cut, 50 ms). Each client
-    sends 20 messages per second from 0 to 0.7 s. Whatever was sent into the hole is
-    gone unless the design kept it: reconnecting does not bring it back."""
+    sends 20 messages per second from 0 to 0.7 s. Whatever was sent into the
+    hole is gone unless the design kept it: reconnecting does not bring it
+    back. The run settles 5.5 s (``websockets``' first random delay is up to
+    5 s), in virtual time."""
     return get_scenario("network_interruption").with_(
         clients=clients, seed=seed,
         workload=Workload(count=15, rate_per_s=20, direction="up"),
         faults=FaultPlan([BlackHole(start_s=0.3, duration_s=0.3), Cut(start_s=0.6, duration_s=0.05)]),
-        settle_s=0.3)
+        settle_s=5.5)
+
+
+def long_outage(clients: int = 20, seed: int = 4, outage_s: float = 60.0) -> Scenario:
+    """A server restart at full scale: the server goes down at 1 s and stays down
+    ``outage_s`` (a minute). Each client sends a message at 0 s and one at 2 s;
+    the second waits for a connection, so the run ends when the last client is
+    back (at the latest 100 s after the server). Virtual time: only delays
+    matter here, and a minute of them costs milliseconds."""
+    return get_scenario("server_restart").with_(
+        clients=clients, seed=seed,
+        workload=Workload(count=2, rate_per_s=0.5, direction="up"),
+        faults=FaultPlan([ServerRestart(start_s=1.0, duration_s=outage_s)]),
+        settle_s=100.0, time_limit_s=outage_s + 200.0)
 
 
 class HandshakeBudget:
@@ -177,34 +226,74 @@ def _outage(run: Run) -> Fault:
     return min(outages, key=lambda f: f.start_s)
 
 
+def back_after(run: Run) -> dict[int | None, float]:
+    """For each client that connected to the server again after the run's first
+    outage and before the run ended: seconds from the server's return (the
+    outage's end) to that connection. Clients never back are left out."""
+    outage = _outage(run)
+    up_s = outage.end_s if outage.end_s is not None else math.inf
+    first: dict[int | None, float] = {}
+    for t, client in run.server_opens:
+        # Opens after run.end_s happened during teardown, when the run was over.
+        if outage.start_s <= t <= run.end_s and client not in first:
+            first[client] = t
+    return {client: t - up_s for client, t in first.items()}
+
+
+def attempts_by_client(run: Run) -> dict[int | None, list[float]]:
+    """When each client's connection attempts reached the proxy (failed ones
+    included), in order, until the run ended (teardown excluded)."""
+    attempts: dict[int | None, list[float]] = {}
+    for t, client, event in run.connections:
+        if event == "accept" and t <= run.end_s:
+            attempts.setdefault(client, []).append(t)
+    return {client: sorted(times) for client, times in attempts.items()}
+
+
+def attempts_per_bucket(run: Run, bucket_s: float = BUCKET_S, after_s: float = 0.0) -> list[int]:
+    """Connection attempts in each ``bucket_s`` bucket from ``after_s`` until the
+    run ended (teardown excluded)."""
+    counts: dict[int, int] = {}
+    for times in attempts_by_client(run).values():
+        for t in times:
+            if t >= after_s:
+                key = int((t - after_s) / bucket_s)
+                counts[key] = counts.get(key, 0) + 1
+    return [counts.get(i, 0) for i in range(max(counts, default=-1) + 1)]
+
+
 def storm_numbers(run: Run) -> dict[str, Any]:
     """The cost of the storm in ``run`` (a run with a :class:`ServerRestart` or a
-    :class:`Cut`), measured from the start of its first outage.
+    :class:`Cut`), measured from the start of its first outage to the end of
+    the run (teardown excluded).
 
     ``peak``: the most connection attempts in one 10 ms bucket; ``while_down``:
     attempts while the server (or the network) was down; ``answered``: attempts
     from the moment it was back, each one a handshake the server had to answer,
     accepted or refused; ``missing``: clients that had no connection to the
-    server since it came back when the run ended; ``back_s``: seconds from its
-    return until every client had one (nan when some are missing). Clients
-    still trying to get in for the first time count too.
+    server since it came back when the run ended; ``half_back_s`` and
+    ``back_s``: seconds from its return until half of the clients, and every
+    client, had one (nan when too many are missing). Clients still trying to
+    get in for the first time count too.
     """
     outage = _outage(run)
     up_s = outage.end_s if outage.end_s is not None else math.inf
-    accepts = [t for t, _, event in run.connections if event == "accept"]
-    first_back: dict[int | None, float] = {}
-    for t, client in run.server_opens:
-        if t >= outage.start_s and client not in first_back:
-            first_back[client] = t
-    missing = run.clients - len(first_back)
-    back = max(first_back.values(), default=math.nan) - up_s if not missing else math.nan
+    accepts = [t for times in attempts_by_client(run).values() for t in times]
+    back = back_after(run)
+    missing = run.clients - len(back)
+    waits = sorted(back.values()) + [math.inf] * missing
+
+    def seconds(wait: float) -> float:
+        return round(max(0.0, wait), 4) if math.isfinite(wait) else math.nan
+
     return {
         "design": run.design,
-        "peak": max(run.attempts_per_bucket(BUCKET_S, after_s=outage.start_s), default=0),
+        "peak": max(attempts_per_bucket(run, after_s=outage.start_s), default=0),
         "while_down": sum(outage.start_s <= t < up_s for t in accepts),
         "answered": sum(t >= up_s for t in accepts),
         "missing": missing,
-        "back_s": round(max(0.0, back), 4) if not math.isnan(back) else math.nan,
+        "half_back_s": seconds(waits[(run.clients - 1) // 2]),
+        "back_s": seconds(waits[-1]),
         "lost": run.summary()["lost"],
     }
 
@@ -213,24 +302,29 @@ async def compare_policies(scenario: Scenario, *, per_window: int | None = 10,
                            policies: list[str] | None = None) -> dict[str, Run]:
     """Run ``scenario`` once per policy (all of :data:`POLICIES` by default), each
     against a server with a fresh :class:`HandshakeBudget` of ``per_window``
-    handshakes per 10 ms (None: no limit). Returns the runs by policy."""
+    handshakes per 10 ms (None: no limit), the garbage collector paused
+    (:func:`collector_paused`). Returns the runs by policy."""
     runs: dict[str, Run] = {}
-    for policy in policies or list(POLICIES):
-        design = policy_design(policy)
-        if per_window is not None:
-            design = with_budget(design, HandshakeBudget(per_window))
-        runs[policy] = await arun(design, scenario)
+    with collector_paused():
+        for policy in policies or list(POLICIES):
+            design = policy_design(policy)
+            if per_window is not None:
+                design = with_budget(design, HandshakeBudget(per_window))
+            runs[policy] = await arun(design, scenario)
     return runs
 
 
 def table(runs: Mapping[str, Run]) -> str:
     """:func:`storm_numbers` of each run, one line each, for a person to read."""
-    head = f"{'':<26}{'peak /10 ms':>12}{'while down':>12}{'answered':>10}{'all back after':>16}"
+    head = (f"{'':<26}{'peak /10 ms':>12}{'while down':>12}{'answered':>10}"
+            f"{'half back':>11}{'all back':>12}")
     lines = [head]
     for label, run in runs.items():
         n = storm_numbers(run)
-        back = f"{n['missing']} not back" if n["missing"] else f"{n['back_s']:.2f} s"
-        lines.append(f"{label:<26}{n['peak']:>12}{n['while_down']:>12}{n['answered']:>10}{back:>16}")
+        half = "not back" if math.isnan(n["half_back_s"]) else f"{n['half_back_s']:.2f} s"
+        every = f"{n['missing']} not back" if n["missing"] else f"{n['back_s']:.2f} s"
+        lines.append(f"{label:<26}{n['peak']:>12}{n['while_down']:>12}{n['answered']:>10}"
+                     f"{half:>11}{every:>12}")
     return "\n".join(lines)
 
 
@@ -238,18 +332,18 @@ def attempts_figure(runs: Mapping[str, Run], *, bucket_s: float = BUCKET_S) -> F
     """Connection attempts over time, one panel per run (labelled by its key).
 
     Each bar counts the attempts the proxy accepted in one ``bucket_s`` bucket
-    (failed ones included); the shaded window is the server restart; the
-    dotted line is the number of clients (every client at once). The panels
-    share both axes, so the same height means the same load.
+    (failed ones included) until the run ended; the shaded window is the
+    server restart; the dotted line is the number of clients (every client at
+    once). The panels share both axes, so the same height means the same load.
     """
     if not runs:
         raise ValueError("attempts_figure needs at least one run")
     fig, axes = plt.subplots(len(runs), 1, sharex=True, sharey=True, squeeze=False,
                              figsize=(9.0, 1.0 + 1.6 * len(runs)), layout="constrained")
-    span = max(max((t for t, _, _ in run.connections), default=0.0) for run in runs.values())
+    span = max(run.end_s for run in runs.values())
     clients = max(run.clients for run in runs.values())
     for ax, (label, run) in zip(axes[:, 0], runs.items()):
-        counts = run.attempts_per_bucket(bucket_s)
+        counts = attempts_per_bucket(run, bucket_s)
         ax.bar([i * bucket_s for i in range(len(counts))], counts, width=bucket_s, align="edge",
                color="#1f4e9c", linewidth=0, gid="attempts")
         for fault in run.faults:
@@ -261,7 +355,7 @@ def attempts_figure(runs: Mapping[str, Run], *, bucket_s: float = BUCKET_S) -> F
         n = storm_numbers(run)
         back = (f"{n['missing']} of {run.clients} not back" if n["missing"]
                 else f"all back {n['back_s']:.2f} s after")
-        ax.set_title(f"{label}: {run.connect_attempts} attempts, peak {n['peak']} in 10 ms, "
+        ax.set_title(f"{label}: {sum(counts)} attempts, peak {n['peak']} in 10 ms, "
                      f"{n['answered']} handshakes after the restart, {back}",
                      fontsize="medium", loc="left")
         ax.set_ylabel(f"attempts\nper {bucket_s * 1000:g} ms")

@@ -17,8 +17,8 @@ Not covered: a message passed to send() just before the connection died is gone.
 returns once the bytes are in the socket buffer, not when the server has them; keeping
 messages until the server acknowledges them is the next step (an outbound queue).
 
-Values are in the lab's time, about 100 times faster than production: BASE_DELAY 0.05 s
-stands for 5 s, MAX_DELAY 1 s for 100 s, STABLE_AFTER 1 s for 100 s.
+Values are at the scale of lesson 03's storm, a hundredth of production's: BASE_DELAY
+0.05 s stands for 5 s, MAX_DELAY 1 s for 100 s, STABLE_AFTER 1 s for 100 s.
 """
 
 import asyncio

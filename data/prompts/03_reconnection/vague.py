@@ -4,8 +4,8 @@ If the server restarts or the network fails, the client waits a moment and
 connects again, forever. Sending and receiving run side by side with
 ``asyncio.gather``.
 
-(In the lab, time runs about 100 times faster: ``RECONNECT_DELAY`` is 1 s of
-real time.)
+(Lesson 03's storm runs at a hundredth of production's time scale:
+``RECONNECT_DELAY`` stands for 1 s.)
 """
 
 import asyncio
