@@ -10,7 +10,9 @@ from websockets.asyncio.client import connect
 from websockets.asyncio.server import serve
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidMessage
 
-from wslab.faults import (Bandwidth, BlackHole, Cut, FaultPlan, FrameFault, Latency, Refuse)
+from wslab.errors import ConfigError
+from wslab.faults import (Bandwidth, BlackHole, Cut, FaultPlan, FrameFault, Latency, Refuse, Revoke,
+                          ServerRestart, SlowConsumer)
 from wslab.frames import FrameParser, TextContaining
 from wslab.proxy import FaultProxy
 
@@ -204,3 +206,105 @@ def test_frame_parser_unmasks_and_splits():
     frames = parser.feed(masked[3:] + plain[:4]) + parser.feed(plain[4:])
     assert [f.text for f in frames] == ["Hi", "Hello"]
     assert frames[0].raw == masked
+
+
+# Faults as context managers on a running proxy (as websockets' tests do with drop_frames_sent())
+
+
+def test_faulty_black_hole_swallows_open_connections_for_the_block():
+    async def main():
+        async with Setup([]) as s:
+            async with connect(s.uri(), proxy=None, ping_interval=None, close_timeout=0.1) as ws:
+                await rtt(ws)
+                with s.proxy.faulty(BlackHole()):
+                    await ws.send("into the void")
+                    with pytest.raises(TimeoutError):
+                        await asyncio.wait_for(ws.recv(), 0.3)
+                    assert ws.state.name == "OPEN"  # nobody noticed
+                    with pytest.raises(TimeoutError):  # new connections vanish too
+                        await connect(s.uri(1), proxy=None, open_timeout=0.3)
+                # The window is closed: new connections work, the swallowed one stays dead.
+                async with connect(s.uri(2), proxy=None) as fresh:
+                    assert await rtt(fresh) < 0.5
+                await ws.send("still nothing")
+                with pytest.raises(TimeoutError):
+                    await asyncio.wait_for(ws.recv(), 0.2)
+            (hole,) = s.proxy.plan.of(BlackHole)  # the record keeps the block's window
+            assert hole.duration_s is not None and 0.5 <= hole.duration_s < 2
+    run(main())
+
+
+def test_faulty_cut_resets_open_connections_and_refuses_new_ones_until_the_block_ends():
+    async def main():
+        async with Setup([]) as s:
+            async with connect(s.uri(), proxy=None) as ws:
+                await rtt(ws)
+                with s.proxy.faulty(Cut()):
+                    with pytest.raises(ConnectionClosed):
+                        await asyncio.wait_for(ws.recv(), 2)
+                    assert ws.close_code == 1006  # a reset, not a close
+                    with pytest.raises((InvalidHandshake, InvalidMessage, OSError, ConnectionClosed)):
+                        await connect(s.uri(1), proxy=None, open_timeout=2)
+            async with connect(s.uri(2), proxy=None) as again:
+                assert await rtt(again) < 0.5
+            assert [e for _, _, e in s.proxy.events].count("reset") == 2
+    run(main())
+
+
+def test_faulty_latency_and_frame_faults_last_as_long_as_the_block():
+    async def main():
+        async with Setup([]) as s:
+            async with connect(s.uri(), proxy=None) as ws:
+                with s.proxy.faulty(Latency(delay_s=0.15, direction="up")):
+                    assert await rtt(ws) >= 0.14
+                assert await rtt(ws) < 0.1
+            drop_acks = FrameFault(direction="down", action="drop", match=TextContaining("ack"))
+            with s.proxy.faulty(drop_acks):  # frames are parsed on connections opened in the block
+                async with connect(s.uri(1), proxy=None) as ws:
+                    for text in ["data 1", "ack 1", "data 2"]:
+                        await ws.send(text)
+                    assert [await ws.recv() for _ in range(2)] == ["data 1", "data 2"]
+            assert s.proxy.frames_dropped == 1
+    run(main())
+
+
+def test_faulty_takes_only_the_faults_the_proxy_applies():
+    async def main():
+        async with Setup([]) as s:
+            for fault in [ServerRestart(), SlowConsumer(), Revoke()]:
+                with pytest.raises(ConfigError, match="faults the proxy applies"):
+                    with s.proxy.faulty(fault):
+                        pass
+            assert len(s.proxy.plan) == 0
+    run(main())
+
+
+# The plan decides, from plain data (no socket, no clock)
+
+
+def test_the_plan_decides_what_the_network_does_at_a_moment():
+    plan = FaultPlan([Latency(delay_s=0.1, jitter_s=0.02, direction="up"),
+                      Bandwidth(bytes_per_s=1000, start_s=1), Bandwidth(bytes_per_s=500, start_s=2),
+                      BlackHole(start_s=3, duration_s=1, clients=frozenset({1})),
+                      Cut(start_s=5, duration_s=1), Refuse(start_s=6, duration_s=1)])
+    assert plan.network(0.5, "down", 0) == FaultPlan().network(0.5, "down", 0)  # nothing in force
+    up = plan.network(2.5, "up", 0)
+    assert up.bytes_per_s == 500 and not up.black_hole
+    assert up.delay_s(lambda a, b: b) == pytest.approx(0.12)  # jitter drawn by the caller
+    assert up.delay_s(lambda a, b: a, after_s=0.3) == pytest.approx(0.38)
+    assert plan.network(3.5, "down", 1).black_hole and not plan.network(3.5, "down", 0).black_hole
+    assert [plan.admission(t, 0) for t in (4.9, 5.5, 6.5, 7.5)] == [None, "reset", "refused", None]
+
+
+def test_the_plan_schedules_onsets_and_merges_restart_windows():
+    restarts = [ServerRestart(start_s=0.2, duration_s=0.1), ServerRestart(start_s=0.25, duration_s=0.3),
+                ServerRestart(start_s=1.0, duration_s=0.1, close_code=1001), ServerRestart(start_s=2.0)]
+    cut, revoke = Cut(start_s=0.5), Revoke(start_s=0.7, clients=frozenset({1}))
+    plan = FaultPlan([restarts[0], cut, *restarts[1:], revoke, SlowConsumer(delay_s=0.01)])
+    downs = plan.downtimes()
+    assert [(d.start_s, d.end_s, d.close_code) for d in downs] == [
+        (0.2, 0.55, 1012), (1.0, pytest.approx(1.1), 1001), (2.0, None, 1012)]
+    assert plan.schedule() == [downs[0], cut, downs[1], downs[2], revoke]  # in plan order
+    assert plan.outages() == [restarts[0], cut, *restarts[1:]]
+    assert plan.consumer_delay_s(1.0, "client", 0) == 0.01
+    assert plan.consumer_delay_s(1.0, "server", 0) == 0

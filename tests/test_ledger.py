@@ -117,3 +117,18 @@ def test_a_message_delivered_the_instant_it_was_handed_over_was_never_queued():
     times, depth = ledger.queue_series()
     assert min(depth) == 0 and max(depth) == 1
     assert depth[-1] == 0 and times[-1] == 2.0
+
+
+def test_the_ledger_signals_when_nothing_is_outstanding():
+    calls = []
+    ledger = Ledger(on_accounted_for=lambda: calls.append(ledger.outstanding))
+    for msg_id in ("u0.0", "u0.1", "u0.2"):
+        ledger.produced(msg_id, 0.0)
+    ledger.delivered("u0.0", 0.1)
+    ledger.delivered("u0.0", 0.2)  # a duplicate settles nothing
+    ledger.rejected("u0.1", 0.3, "full")
+    assert (ledger.outstanding, calls) == (1, [])
+    ledger.delivered("u0.2", 0.4)
+    ledger.rejected("u0.2", 0.5, "late")  # delivered already: nothing changes
+    ledger.delivered("nope", 0.6)
+    assert (ledger.outstanding, calls) == (0, [0])

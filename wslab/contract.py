@@ -82,15 +82,13 @@ import inspect
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from websockets.asyncio.client import ClientConnection, connect
 
+from .context import RunContext
 from .errors import DesignContractError
 from .workload import make_message, message_id, reply_id
-
-if TYPE_CHECKING:
-    from .lab import _RunContext
 
 Handler = Callable[[Any, "ServerApp"], Awaitable[None]]
 Client = Callable[["ClientApp"], Awaitable[None]]
@@ -164,8 +162,7 @@ class _TrackedClientConnection(ClientConnection):
         super().__init__(*args, **kwargs)
         self._app = app = _current_client.get()
         if app is not None:
-            app._connections.add(self)
-            app._run.record_client_event(app.client_id, "open")
+            app._track(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
         super().connection_lost(exc)
@@ -201,7 +198,7 @@ class _Outbox:
 class _App:
     """What both applications share: outgoing messages, rejection, gauges."""
 
-    def __init__(self, run: "_RunContext", client_id: int | None, outbox: _Outbox | None) -> None:
+    def __init__(self, run: RunContext, client_id: int | None, outbox: _Outbox | None) -> None:
         self._run = run
         self.client_id = client_id
         self._outbox = outbox
@@ -265,7 +262,7 @@ class ServerApp(_App):
     survives restarts (a database: what a real server would persist).
     """
 
-    def __init__(self, run: "_RunContext", client_id: int | None, outbox: _Outbox | None,
+    def __init__(self, run: RunContext, client_id: int | None, outbox: _Outbox | None,
                  state: dict, store: dict) -> None:
         super().__init__(run, client_id, outbox)
         self.state = state
@@ -305,11 +302,22 @@ class ClientApp(_App):
     :meth:`reject` what it could not deliver) before it is cancelled.
     """
 
-    def __init__(self, run: "_RunContext", client_id: int, uri: str, outbox: _Outbox | None) -> None:
+    def __init__(self, run: RunContext, client_id: int, uri: str, outbox: _Outbox | None) -> None:
         super().__init__(run, client_id, outbox)
         self.uri = uri
         self._connections: set[ClientConnection] = set()
         self.stopping = asyncio.Event()
+
+    def connections(self) -> list[ClientConnection]:
+        """The connections :meth:`connect` opened that are still open (their socket
+        not closing); closed ones are forgotten, as reconnections add new ones."""
+        self._connections = {c for c in self._connections
+                             if getattr(c, "transport", None) is None or not c.transport.is_closing()}
+        return list(self._connections)
+
+    def _track(self, connection: ClientConnection) -> None:
+        self._connections.add(connection)
+        self._run.record_client_event(self.client_id, "open")
 
     def connect(self, **kwargs: Any) -> connect:
         """``websockets.connect(app.uri, proxy=None, **kwargs)``, visible to the lab.

@@ -3,9 +3,13 @@
 A fault is a frozen dataclass with a time window (``start_s`` from the start of
 the run, ``duration_s`` or None for "until the run ends"), the direction it
 applies to (``"up"`` client→server, ``"down"`` server→client, or ``"both"``) and
-the clients it applies to (None for all). Nothing here touches a socket: the
-:class:`~wslab.proxy.FaultProxy` and the :class:`~wslab.lab.Lab` read these
-objects and act on them (the *nemesis* of Maelstrom and Jepsen).
+the clients it applies to (None for all). Nothing here touches a socket or
+reads a clock: :class:`FaultPlan` decides, from the faults and a moment, what
+the network does (:meth:`FaultPlan.network`, :meth:`FaultPlan.admission`),
+how long a consumer takes (:meth:`FaultPlan.consumer_delay_s`) and what acts
+at a moment (:meth:`FaultPlan.schedule`); the
+:class:`~wslab.proxy.FaultProxy` and the lab's nemesis (:mod:`wslab.lab`)
+carry those decisions out (the *nemesis* of Maelstrom and Jepsen).
 
 Network faults, applied by the proxy to the bytes on the wire:
 
@@ -27,6 +31,9 @@ Faults applied by the lab:
 - :class:`SlowConsumer`: the receiving application on one side takes
   ``delay_s`` to process each message.
 - :class:`Revoke`: the identity provider revokes some clients' sessions.
+
+The outages (:data:`OUTAGES`: cut, black hole, server restart) are the faults
+clients must come back from (``Run.recovery_s``).
 """
 
 from __future__ import annotations
@@ -249,8 +256,136 @@ class FaultPlan:
             isinstance(f, kind) and f.direction in ("both", direction) for f in self.faults
         )
 
+    def with_(self, *faults: Fault) -> "FaultPlan":
+        """A plan with ``faults`` added at the end."""
+        return FaultPlan((*self.faults, *faults))
+
+    def outages(self) -> list[Fault]:
+        """The faults clients must come back from (:data:`OUTAGES`)."""
+        return [f for f in self.faults if isinstance(f, OUTAGES)]
+
     @property
     def last_end_s(self) -> float:
         """When the last bounded fault window ends (0 with none)."""
         ends = [f.end_s if f.end_s is not None else f.start_s for f in self.faults]
         return max(ends, default=0.0)
+
+    # Decisions: what the faults do at a moment (pure; the proxy and the lab act on them).
+
+    def network(self, t: float, direction: str, client: int | None) -> "NetworkEffect":
+        """What the network does at ``t`` to bytes going ``direction`` on ``client``'s connection."""
+        if not self.faults:
+            return _CLEAR
+        black_hole = False
+        latencies: list[Latency] = []
+        caps: list[float] = []
+        frame_faults: list[FrameFault] = []
+        for f in self.faults:
+            if not (f.active(t) and f.applies(direction, client)):
+                continue
+            if isinstance(f, BlackHole):
+                black_hole = True
+            elif isinstance(f, Latency):
+                latencies.append(f)
+            elif isinstance(f, Bandwidth):
+                caps.append(f.bytes_per_s)
+            elif isinstance(f, FrameFault):
+                frame_faults.append(f)
+        return NetworkEffect(black_hole=black_hole, latencies=tuple(latencies),
+                             bytes_per_s=min(caps, default=None), frame_faults=tuple(frame_faults))
+
+    def admission(self, t: float, client: int | None) -> Literal["reset", "refused"] | None:
+        """What happens at ``t`` to a new connection of ``client``: ``"reset"`` in a
+        :class:`Cut`, ``"refused"`` under :class:`Refuse`, None when it goes through."""
+        for kind, verdict in ((Cut, "reset"), (Refuse, "refused")):
+            if self.active(kind, t, "up", client):
+                return verdict  # type: ignore[return-value]
+        return None
+
+    def consumer_delay_s(self, t: float, side: str, client: int | None) -> float:
+        """Seconds the application on ``side`` of ``client`` takes per message at ``t``
+        (the :class:`SlowConsumer` delays in force, added up; 0 without any)."""
+        return sum(
+            f.delay_s for f in self.of(SlowConsumer)
+            if f.side == side and f.active(t) and (f.clients is None or client in f.clients)
+        )
+
+    def downtimes(self) -> list["Downtime"]:
+        """When the server is down: the :class:`ServerRestart` windows, merged where
+        they overlap or touch (down from the first start to the last end)."""
+        merged: list[Downtime] = []
+        for f in sorted(self.of(ServerRestart), key=lambda f: f.start_s):
+            last = merged[-1] if merged else None
+            if last is not None and (last.end_s is None or f.start_s <= last.end_s):
+                end = None if last.end_s is None or f.end_s is None else max(last.end_s, f.end_s)
+                merged[-1] = Downtime(start_s=last.start_s, end_s=end, close_code=last.close_code)
+            else:
+                merged.append(Downtime(start_s=f.start_s, end_s=f.end_s, close_code=f.close_code))
+        return merged
+
+    def schedule(self) -> list["Fault | Downtime"]:
+        """What acts at a moment, in plan order: each :class:`Cut`, :class:`BlackHole`
+        and :class:`Revoke` (at its ``start_s``) and each :class:`Downtime` (in the
+        place of its first :class:`ServerRestart`)."""
+        downtimes = self.downtimes()
+        out: list[Fault | Downtime] = []
+        for f in self.faults:
+            if isinstance(f, ServerRestart):
+                down = next(d for d in downtimes if d.covers(f.start_s))
+                if down not in out:
+                    out.append(down)
+            elif isinstance(f, (Cut, BlackHole, Revoke)):
+                out.append(f)
+        return out
+
+
+# The faults clients must come back from: the connection is gone or dead.
+OUTAGES: tuple[type[Fault], ...] = (Cut, BlackHole, ServerRestart)
+# The faults the proxy applies to the bytes on the wire; the others are the lab's.
+NETWORK_FAULTS: tuple[type[Fault], ...] = (Latency, Bandwidth, Cut, BlackHole, Refuse, FrameFault)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Downtime:
+    """The server down from ``start_s`` to ``end_s`` (None: until the run ends),
+    closing its connections with ``close_code`` (:meth:`FaultPlan.downtimes`)."""
+
+    kind: ClassVar[str] = "server restart"
+    start_s: float
+    end_s: float | None
+    close_code: int
+
+    def covers(self, t: float) -> bool:
+        """True when ``t`` is in the window, its end included (where a touching window starts)."""
+        return self.start_s <= t and (self.end_s is None or t <= self.end_s)
+
+
+@dataclass(frozen=True, kw_only=True)
+class NetworkEffect:
+    """What the network does, at one moment, to the bytes of one direction of one
+    connection (:meth:`FaultPlan.network`). The random draws are the caller's
+    (the proxy's seeded ``random.Random``), so the effect stays plain data."""
+
+    black_hole: bool = False
+    latencies: tuple[Latency, ...] = ()
+    bytes_per_s: float | None = None  # the tightest Bandwidth cap in force
+    frame_faults: tuple[FrameFault, ...] = ()
+
+    def delay_s(self, uniform: Callable[[float, float], float], *, after_s: float = 0.0) -> float:
+        """One chunk's delay: ``after_s`` (a frame fault's own) plus each latency, its
+        jitter drawn with ``uniform(a, b)``."""
+        delay = after_s
+        for f in self.latencies:
+            delay += f.delay_s + (uniform(-f.jitter_s, f.jitter_s) if f.jitter_s else 0.0)
+        return delay
+
+    def frame_action(self, frame: Frame, chance: Callable[[], float]) -> FrameFault | None:
+        """The frame fault that acts on ``frame``: the first that matches it and whose
+        ``probability`` the draw ``chance()`` (uniform in [0, 1)) falls under; None for none."""
+        for f in self.frame_faults:
+            if f.match(frame) and chance() < f.probability:
+                return f
+        return None
+
+
+_CLEAR = NetworkEffect()

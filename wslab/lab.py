@@ -12,6 +12,10 @@ Guarantees:
 - Every run has a hard time limit (``time_limit_s``, in lab time) and a limit
   in real seconds: past either, :class:`~wslab.errors.RunTimeoutError`, never
   a hang of the caller.
+- A run ends as soon as every message was produced, the last fault window has
+  closed and nothing is outstanding (the ledger says so), or at its planned
+  end (``Scenario.planned_s``), whichever comes first; it ends on a sample,
+  so its last sample shows the state it ended in.
 - When the run returns or raises, nothing it started is left: the clients'
   tasks are cancelled, the server and the proxy are closed with all their
   sockets, and every task the design started (tracked through the event
@@ -20,34 +24,40 @@ Guarantees:
 - An exception in the design is a result, not a crash: it is recorded in
   ``run.errors``, as are the exceptions of fire-and-forget tasks nobody
   awaited.
+
+The pieces, as in Maelstrom: the network (:class:`~wslab.proxy.FaultProxy`),
+the faults as plain data deciding what happens when
+(:class:`~wslab.faults.FaultPlan`), one nemesis that acts on the timed ones
+(:func:`_nemesis`), the journal (:class:`~wslab.ledger.Ledger`, in the
+:class:`~wslab.context.RunContext` the applications share) and the record
+(:class:`~wslab.run.Run`). This module wires them together, each in an
+``async with`` scope that gives what it made ready (the server's port, the
+proxy's) and takes it down on the way out, in order.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import logging
 import re
 import time
-import traceback
-from pathlib import Path
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from websockets.asyncio.server import Server, serve
 from websockets.protocol import State
 
+from .auth import TokenAuthority
+from .clock import clock_of, run_in_lab_loop, run_in_lab_loop_sync
+from .context import RunContext, current_run, track_tasks
 from .contract import ClientApp, Design, ServerApp, _current_client, _Outbox
 from .designs import get_design
 from .errors import ConfigError, DesignHangError, RunTimeoutError
-from .auth import TokenAuthority
-from .clock import clock_of, run_in_lab_loop, run_in_lab_loop_sync
-from .faults import BlackHole, Cut, FaultPlan, Revoke, ServerRestart, SlowConsumer
-from .ledger import Ledger
-from .observability import Metrics, log_fields
+from .faults import Downtime, FaultPlan, Revoke
+from .observability import log_fields
 from .proxy import BACKLOG, HOST, FaultProxy, queued_bytes
-from .run import DesignFailure, Run
+from .run import Run
 from .scenarios import Scenario, get_scenario
 from .workload import Workload, make_message
 
@@ -78,139 +88,40 @@ _CAPTURED = (_PRODUCTION_LOGGER, _SUBMISSIONS_LOGGER)
 class _LogCapture(logging.Handler):
     """Keeps what the production design (or a loaded file) logged during one run, as dicts."""
 
-    def __init__(self, ctx: "_RunContext") -> None:
+    def __init__(self, ctx: RunContext) -> None:
         super().__init__(logging.DEBUG)
         self.ctx = ctx
 
     def emit(self, record: logging.LogRecord) -> None:
-        if _current_run.get() is self.ctx:
+        if current_run.get() is self.ctx:
             self.ctx.logs.append({"t": round(self.ctx.now(), 4), **log_fields(record)})
 
 
-_current_run: contextvars.ContextVar["_RunContext | None"] = contextvars.ContextVar(
-    "wslab_current_run", default=None
-)
+class LabServer:
+    """The design's server: started, stopped and restarted by the lab.
 
+    ``async with LabServer(design, ctx) as port:`` listens on 127.0.0.1 (a free
+    port) and gives the port; leaving the block closes it (1001). A restart
+    (:meth:`stop`, then :meth:`start`) listens on the same port again.
+    """
 
-@dataclass
-class _RunContext:
-    """The state of one run that the applications and the lab share."""
-
-    workload: Workload
-    plan: FaultPlan
-    t0: float
-    seed: int = 0
-    auth: TokenAuthority = field(default_factory=lambda: TokenAuthority(b"wslab", 3600.0))
-    ledger: Ledger = field(default_factory=Ledger)
-    gauges: dict[tuple[str, int | None], float] = field(default_factory=dict)
-    errors: list[DesignFailure] = field(default_factory=list)
-    tasks: set[asyncio.Task] = field(default_factory=set)
-    failed_tasks: list[tuple[float, asyncio.Task]] = field(default_factory=list)
-    stopping: bool = False  # the run is over: closes from now on are the lab's doing
-    tearing_down: bool = False
-    metrics: Metrics = field(default_factory=Metrics)
-    logs: list[dict] = field(default_factory=list)
-    client_events: list[tuple[float, int, str]] = field(default_factory=list)
-    consumer_due: dict[tuple[str, int | None], float] = field(default_factory=dict)
-
-    def now(self) -> float:
-        return asyncio.get_running_loop().time() - self.t0
-
-    def record_client_event(self, client_id: int, event: str) -> None:
-        """A client connection opened or closed on the client's side (not at teardown)."""
-        if not self.stopping:
-            self.client_events.append((round(self.now(), 6), client_id, event))
-
-    def adopt(self, task: asyncio.Task) -> None:
-        """Own a task started during the run; its failure is recorded, never lost."""
-        self.tasks.add(task)
-        task.add_done_callback(self._task_done)
-
-    def _task_done(self, task: asyncio.Task) -> None:
-        self.tasks.discard(task)
-        # Not task.exception() here: that would mark it retrieved. Whether anybody
-        # (a TaskGroup, an await) retrieves it is decided by the end of the run.
-        if not task.cancelled() and not self.tearing_down:
-            self.failed_tasks.append((self.now(), task))
-
-    def record_unretrieved(self) -> None:
-        """Record the exceptions of tasks that nobody awaited (fire and forget)."""
-        for t, task in self.failed_tasks:
-            if getattr(task, "_log_traceback", False):
-                exc = task.exception()  # now retrieved: asyncio will not log it at exit
-                text = "".join(traceback.format_exception_only(type(exc), exc)).strip()
-                coro = task.get_coro()
-                where = f"task {getattr(coro, '__qualname__', task.get_name())} (never awaited)"
-                self.errors.append(DesignFailure(round(t, 4), where, text))
-        self.failed_tasks.clear()
-        self.errors.sort(key=lambda e: e.t_s)
-
-    def fail(self, where: str, exc: BaseException) -> None:
-        """Record an exception of the design (not those the lab causes at teardown)."""
-        if self.tearing_down:
-            return
-        text = "".join(traceback.format_exception_only(type(exc), exc)).strip()
-        self.errors.append(DesignFailure(round(self.now(), 4), where, text))
-
-    async def consume_delay(self, side: str, client_id: int | None) -> None:
-        """Hold a message for the SlowConsumer delays active on this side.
-
-        Each application is one consumer with a schedule: a message that comes
-        while (or just after) the previous one was being handled starts when that
-        one was due to finish, not when the event loop got round to it. So a
-        consumer of "one per 4 ms" handles 250 per second on average even on a
-        loaded machine, where every sleep overshoots a little.
-        """
-        t = self.now()
-        delay = sum(
-            f.delay_s for f in self.plan.of(SlowConsumer)
-            if f.side == side and f.active(t) and (f.clients is None or client_id in f.clients)
-        )
-        if delay:
-            key = (side, client_id)
-            due = self.consumer_due.get(key, -1.0)
-            start = due if t - due < delay else t  # back to back: catch up with the schedule
-            self.consumer_due[key] = start + delay
-            await asyncio.sleep(max(0.0, start + delay - t))
-
-
-# Task tracking: every task created while a run is current belongs to that run.
-# Each lab loop gets the factory once (lab loops are the lab's own; it is never removed).
-
-
-def _track_tasks(loop: asyncio.AbstractEventLoop) -> None:
-    if getattr(loop, "wslab_tracks_tasks", False):
-        return
-    previous = loop.get_task_factory()
-
-    def factory(loop: asyncio.AbstractEventLoop, coro: Any, **kwargs: Any) -> asyncio.Task:
-        if previous is not None:
-            task = previous(loop, coro, **kwargs)
-        else:
-            task = asyncio.Task(coro, loop=loop, **kwargs)
-        ctx = _current_run.get()
-        if ctx is not None:
-            ctx.adopt(task)
-        return task
-
-    loop.set_task_factory(factory)
-    loop.wslab_tracks_tasks = True  # type: ignore[attr-defined]
-
-
-class _LabServer:
-    """The design's server: started, stopped and restarted by the lab."""
-
-    def __init__(self, design: Design, ctx: _RunContext, down: dict[int, _Outbox]) -> None:
-        self.design, self.ctx, self.down = design, ctx, down
+    def __init__(self, design: Design, ctx: RunContext, down: dict[int, _Outbox] | None = None) -> None:
+        self.design, self.ctx, self.down = design, ctx, down or {}
         self.port = 0
         self.server: Server | None = None
         self.opens: list[tuple[float, int | None]] = []
         self.state: dict = {}
         self.store: dict = {}  # durable: survives restarts
-        self.outages = 0  # restart windows in force (they may overlap)
         self.live: set[Any] = set()  # server connections not known to be closed
 
+    async def __aenter__(self) -> int:
+        return await self.start()
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self.stop(1001)
+
     async def start(self) -> int:
+        """Listen (with an empty ``app.state``: a new server remembers nothing); return the port."""
         self.state = {}
         options = {"logger": _design_logger, "backlog": BACKLOG, **self.design.serve_options}
         try:
@@ -243,6 +154,10 @@ class _LabServer:
                 pass  # the handlers still running are the design's; teardown reports them
         self.live = {c for c in self.live if c.state is not State.CLOSED}
 
+    def connections(self) -> list[Any]:
+        """The connections the server is serving now (none while it is down)."""
+        return list(self.server.connections) if self.server is not None else []
+
     async def _handle(self, websocket: Any) -> None:
         match = _PATH.match(websocket.request.path)
         client_id = int(match.group(1)) if match else None
@@ -256,7 +171,62 @@ class _LabServer:
             raise
 
 
-async def _produce(ctx: _RunContext, outbox: _Outbox, prefix: str) -> None:
+class _Clients:
+    """The design's clients, one :class:`ClientApp` each, connecting through ``proxy``.
+
+    :meth:`start` runs the design's client for each (tasks of the lab's own, not
+    of a task group: the lab stops them in its order). Leaving the block stops
+    them: first, for a design with ``stop_grace_s``, a graceful stop
+    (``app.stopping``, the network still up); then the proxy resets every
+    connection, so each side sees a dead peer at once and no close handshake
+    can hold teardown up; then the tasks are cancelled and the clients'
+    sockets aborted.
+    """
+
+    def __init__(self, ctx: RunContext, design: Design, proxy: FaultProxy, count: int,
+                 up: dict[int, _Outbox]) -> None:
+        self.ctx, self.design, self.proxy = ctx, design, proxy
+        self.apps = [ClientApp(ctx, i, f"ws://{HOST}:{proxy.port}/c/{i}", up.get(i))
+                     for i in range(count)]
+        self.tasks: list[asyncio.Task] = []
+
+    async def __aenter__(self) -> "_Clients":
+        return self
+
+    def start(self) -> None:
+        for app in self.apps:
+            self.tasks.append(asyncio.create_task(_client_main(self.ctx, self.design, app),
+                                                  name=f"wslab client {app.client_id}"))
+
+    async def __aexit__(self, *exc: Any) -> None:
+        ctx, tasks = self.ctx, self.tasks
+        ctx.stopping = True
+        grace = self.design.stop_grace_s if tasks else 0
+        if grace:
+            for app in self.apps:
+                app.stopping.set()
+            await asyncio.wait(tasks, timeout=grace)
+        ctx.tearing_down = True
+        await self.proxy.close()
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks, timeout=TEARDOWN_GRACE_S)
+        for app in self.apps:
+            for conn in app.connections():
+                if getattr(conn, "transport", None) is not None:
+                    conn.transport.abort()
+
+
+async def _client_main(ctx: RunContext, design: Design, app: ClientApp) -> None:
+    _current_client.set(app)
+    try:
+        await design.client(app)
+    except Exception as exc:
+        ctx.fail(f"client {app.client_id}", exc)
+
+
+async def _produce(ctx: RunContext, outbox: _Outbox, prefix: str) -> None:
     """Produce the workload's messages for one stream at its rate."""
     workload = ctx.workload
     loop = asyncio.get_running_loop()
@@ -273,51 +243,73 @@ async def _produce(ctx: _RunContext, outbox: _Outbox, prefix: str) -> None:
         outbox.close()
 
 
-async def _nemesis(ctx: _RunContext, proxy: FaultProxy, server: _LabServer, clients: int) -> None:
-    """Apply the faults that act at a moment (cut, black hole, restart)."""
+async def _nemesis(ctx: RunContext, proxy: FaultProxy, server: LabServer, clients: int) -> None:
+    """Carry out, each at its moment, what the plan schedules (:meth:`FaultPlan.schedule`):
+    a network fault's onset through the proxy, a revocation through the identity
+    provider, a downtime by stopping the server and starting it again. (The
+    faults that act on bytes as they pass, the proxy applies by itself.)"""
 
     async def at(t: float) -> None:
         delay = t - ctx.now()
         if delay > 0:
             await asyncio.sleep(delay)
 
-    async def act(fault: Any) -> None:
-        await at(fault.start_s)
-        if isinstance(fault, Cut):
-            proxy.cut(fault.clients)
-        elif isinstance(fault, BlackHole):
-            proxy.black_hole(fault.direction, fault.clients)
-        elif isinstance(fault, Revoke):
-            for client in (fault.clients if fault.clients is not None else range(clients)):
+    async def act(item: Any) -> None:
+        await at(item.start_s)
+        if isinstance(item, Downtime):
+            await server.stop(item.close_code)
+            if item.end_s is not None:
+                await at(item.end_s)
+                await server.start()
+        elif isinstance(item, Revoke):
+            for client in (item.clients if item.clients is not None else range(clients)):
                 ctx.auth.revoke(f"c{client}")
-        elif isinstance(fault, ServerRestart):
-            # Overlapping windows: down from the first start to the last end.
-            server.outages += 1
-            if server.outages == 1:
-                await server.stop(fault.close_code)
-            if fault.duration_s is not None:
-                await at(fault.start_s + fault.duration_s)
-                server.outages -= 1
-                if server.outages == 0:
-                    await server.start()
+        else:
+            proxy.onset(item)
 
     async with asyncio.TaskGroup() as tg:
-        for fault in ctx.plan:
-            if isinstance(fault, (Cut, BlackHole, ServerRestart, Revoke)):
-                tg.create_task(act(fault), name=f"wslab nemesis {fault.kind}")
+        for item in ctx.plan.schedule():
+            tg.create_task(act(item), name=f"wslab nemesis {item.kind}")
 
 
-def _sample(ctx: _RunContext, proxy: FaultProxy, server: _LabServer,
+class _Sampler:
+    """Samples the run every :data:`SAMPLE_INTERVAL_S` (the first at once) and keeps
+    every sample; reports progress, if asked, with each one."""
+
+    def __init__(self, ctx: RunContext, take: Callable[[], dict[str, Any]], planned_s: float,
+                 progress: Callable[[float], None] | None) -> None:
+        self.ctx, self.take, self.planned_s, self.progress = ctx, take, planned_s, progress
+        self.samples: list[dict[str, Any]] = []
+        self._waiting: list[tuple[Callable[[float], bool], asyncio.Future[float]]] = []
+
+    async def run(self) -> None:
+        while True:
+            self.samples.append(self.take())
+            t = self.ctx.now()
+            if self.progress is not None:
+                self.progress(min(1.0, t / self.planned_s) if self.planned_s else 1.0)
+            for holds, taken in self._waiting:
+                if not taken.done() and holds(t):
+                    taken.set_result(t)
+            await asyncio.sleep(SAMPLE_INTERVAL_S)
+
+    def first(self, holds: Callable[[float], bool]) -> asyncio.Future[float]:
+        """The time of the first sample, from now on, at which ``holds(t)`` is true."""
+        taken: asyncio.Future[float] = asyncio.get_running_loop().create_future()
+        self._waiting.append((holds, taken))
+        return taken
+
+
+def _sample(ctx: RunContext, proxy: FaultProxy, server: LabServer,
             apps: list[ClientApp], outboxes: list[_Outbox]) -> dict[str, Any]:
+    """One sample of the run's queues and connections (the fields: :class:`~wslab.run.Run`)."""
+
     def frames(conn: Any) -> int:
         messages = getattr(conn, "recv_messages", None)
         return len(messages.frames) if messages is not None else 0
 
-    for app in apps:  # forget connections that are gone: reconnections add new ones
-        app._connections = {c for c in app._connections
-                            if getattr(c, "transport", None) is None or not c.transport.is_closing()}
-    client_conns = [c for app in apps for c in list(app._connections)]
-    server_conns = list(server.server.connections) if server.server is not None else []
+    client_conns = [c for app in apps for c in app.connections()]
+    server_conns = server.connections()
     gauges: dict[str, float] = {}
     for (name, _), value in ctx.gauges.items():
         gauges[name] = gauges.get(name, 0) + value
@@ -333,6 +325,53 @@ def _sample(ctx: _RunContext, proxy: FaultProxy, server: _LabServer,
         "producer_backlog": sum(len(o.items) for o in outboxes),
         "gauges": gauges,
     }
+
+
+async def _until_over(ctx: RunContext, scenario: Scenario, producers: list[asyncio.Task],
+                      sampler: _Sampler) -> float:
+    """Wait until the run is over and return when it ended.
+
+    Over: every message produced, the last fault window closed and nothing
+    outstanding (the ledger signals it), or the planned end, whichever comes
+    first. The run ends on the first sample taken once it is over, so its last
+    sample shows the state it ended in and ``end_s`` lies on the sampling grid.
+    """
+    drive_until = max(ctx.workload.production_s, scenario.faults.last_end_s)
+    if producers:
+        await asyncio.wait(producers)
+    accounted = ctx.accounted_for()
+    try:
+        return await sampler.first(
+            lambda t: t >= scenario.planned_s or (t >= drive_until and accounted.done()))
+    finally:
+        accounted.cancel()
+
+
+async def _cancel_leftovers(ctx: RunContext) -> int:
+    """Cancel whatever the design started and did not finish (tasks it left running
+    after its client and server stopped), then wait; return how many it left.
+
+    Raises :class:`DesignHangError`, naming the line each waits on, for tasks
+    that ignore cancellation.
+    """
+    ctx.stopping = ctx.tearing_down = True
+    current = asyncio.current_task()
+    left = [t for t in ctx.tasks if t is not current and not t.done()]
+    left_behind = [t for t in left if not t.get_name().startswith("wslab ")]
+    for task in left:
+        task.cancel()
+    if left:
+        await asyncio.wait(left, timeout=TEARDOWN_GRACE_S)
+    ctx.record_unretrieved()
+    stuck = [t for t in left if not t.done()]
+    if stuck:
+        raise DesignHangError(
+            "the design's tasks ignored cancellation at teardown: "
+            + "; ".join(_where_stuck(t) for t in stuck)
+            + ". Do not catch CancelledError without re-raising it.",
+            [t.get_name() for t in stuck],
+        )
+    return len(left_behind)
 
 
 def _prepare(design: Any, scenario: Any, workload: Workload | None, faults: Any,
@@ -416,11 +455,11 @@ async def _arun_here(the_design: Design, chosen: Scenario,
                      progress: Callable[[float], None] | None) -> Run:
     """The run itself, on the running lab loop."""
     loop = asyncio.get_running_loop()
-    _track_tasks(loop)
-    ctx = _RunContext(workload=chosen.workload, plan=chosen.faults, t0=loop.time(),
-                      seed=chosen.seed,
-                      auth=TokenAuthority(f"wslab-{chosen.seed}".encode(), chosen.token_ttl_s))
-    token = _current_run.set(ctx)
+    track_tasks(loop)
+    ctx = RunContext(workload=chosen.workload, plan=chosen.faults, t0=loop.time(),
+                     seed=chosen.seed,
+                     auth=TokenAuthority(f"wslab-{chosen.seed}".encode(), chosen.token_ttl_s))
+    token = current_run.set(ctx)
     log_capture = _LogCapture(ctx)
     for logger in _CAPTURED:
         logger.addHandler(log_capture)
@@ -430,7 +469,7 @@ async def _arun_here(the_design: Design, chosen: Scenario,
         body = asyncio.ensure_future(_execute(the_design, chosen, ctx, progress))
         body.set_name("wslab run")
     finally:
-        _current_run.reset(token)
+        current_run.reset(token)
     try:
         try:
             return await asyncio.wait_for(asyncio.shield(body), chosen.time_limit_s)
@@ -452,121 +491,56 @@ async def _arun_here(the_design: Design, chosen: Scenario,
             logger.removeHandler(log_capture)
 
 
-async def _execute(design: Design, scenario: Scenario, ctx: _RunContext,
+async def _execute(design: Design, scenario: Scenario, ctx: RunContext,
                    progress: Callable[[float], None] | None) -> Run:
+    """One run, in scopes: the server, the proxy in front of it, the clients; each
+    scope's exit takes down what it made, innermost first (clients, then the
+    network, then the server), and then whatever the design left running."""
     workload, wall_started = ctx.workload, time.perf_counter()
     up = {i: _Outbox() for i in range(scenario.clients)} if workload.produces_up else {}
     down = {i: _Outbox() for i in range(scenario.clients)} if workload.produces_down else {}
-    server = _LabServer(design, ctx, down)
-    proxy = FaultProxy(upstream_port=0, plan=scenario.faults, seed=scenario.seed, t0=ctx.t0)
-    samples: list[dict[str, Any]] = []
-    apps: list[ClientApp] = []
-    client_tasks: list[asyncio.Task] = []
-    planned_s = scenario.planned_s
-    end_s = 0.0
+    outboxes = [*up.values(), *down.values()]
+    server = LabServer(design, ctx, down)
     try:
-        proxy.upstream_port = await server.start()
-        port = await proxy.start()
-        apps = [ClientApp(ctx, i, f"ws://{HOST}:{port}/c/{i}", up.get(i))
-                for i in range(scenario.clients)]
-        async with asyncio.TaskGroup() as lab:
-            producers = [
-                lab.create_task(_produce(ctx, outbox, f"{prefix}{i}"), name=f"wslab producer {prefix}{i}")
-                for prefix, outboxes_of in (("u", up), ("d", down))
-                for i, outbox in outboxes_of.items()
-            ]
-            nemesis = lab.create_task(_nemesis(ctx, proxy, server, scenario.clients), name="wslab nemesis")
-            for app in apps:
-                client_tasks.append(asyncio.create_task(_client_main(ctx, design, app),
-                                                        name=f"wslab client {app.client_id}"))
-            # Drive: until everything is accounted for, or the settle window ends.
-            drive_until = max(workload.production_s, scenario.faults.last_end_s)
-            outboxes = [*up.values(), *down.values()]
-            while True:
-                samples.append(_sample(ctx, proxy, server, apps, outboxes))
-                now = ctx.now()
-                if progress is not None:
-                    progress(min(1.0, now / planned_s) if planned_s else 1.0)
-                produced_all = all(p.done() for p in producers)
-                if now >= drive_until and produced_all and (
-                        ctx.ledger.outstanding == 0 or now >= planned_s):
-                    break
-                await asyncio.sleep(SAMPLE_INTERVAL_S)
-            end_s = ctx.now()
-            nemesis.cancel()
-            for outbox in outboxes:
-                outbox.close()
+        async with (server as server_port,
+                    FaultProxy(upstream_port=server_port, plan=scenario.faults, seed=scenario.seed,
+                               t0=ctx.t0) as proxy,
+                    _Clients(ctx, design, proxy, scenario.clients, up) as clients):
+            sampler = _Sampler(ctx, lambda: _sample(ctx, proxy, server, clients.apps, outboxes),
+                               scenario.planned_s, progress)
+            async with asyncio.TaskGroup() as lab:
+                # The sampler first: its first sample is the state before anything ran.
+                sampling = lab.create_task(sampler.run(), name="wslab sampler")
+                producers = [
+                    lab.create_task(_produce(ctx, outbox, f"{prefix}{i}"),
+                                    name=f"wslab producer {prefix}{i}")
+                    for prefix, outboxes_of in (("u", up), ("d", down))
+                    for i, outbox in outboxes_of.items()
+                ]
+                nemesis = lab.create_task(_nemesis(ctx, proxy, server, scenario.clients),
+                                          name="wslab nemesis")
+                clients.start()
+                end_s = await _until_over(ctx, scenario, producers, sampler)
+                nemesis.cancel()
+                sampling.cancel()
+                for outbox in outboxes:
+                    outbox.close()
     finally:
-        tasks_left = await _teardown(ctx, design, server, proxy, apps, client_tasks)
+        tasks_left = await _cancel_leftovers(ctx)
     run = Run(
         design=design.name, scenario=scenario.name, seed=scenario.seed,
         clients=scenario.clients, workload=workload, faults=scenario.faults,
         ledger=ctx.ledger, clock=scenario.clock, duration_s=ctx.now(), wall_s=time.perf_counter() - wall_started,
         end_s=end_s,
-        samples=samples, connections=list(proxy.events), server_opens=server.opens, client_events=ctx.client_events,
-        errors=ctx.errors, tasks_left=tasks_left, metrics=ctx.metrics, logs=ctx.logs,
+        samples=sampler.samples, connections=list(proxy.events), server_opens=server.opens,
+        client_events=ctx.client_events, errors=ctx.errors, tasks_left=tasks_left,
+        metrics=ctx.metrics, logs=ctx.logs,
         frames={"dropped": proxy.frames_dropped, "delayed": proxy.frames_delayed,
                 "duplicated": proxy.frames_duplicated},
     )
     if progress is not None:
         progress(1.0)
     return run
-
-
-async def _client_main(ctx: _RunContext, design: Design, app: ClientApp) -> None:
-    _current_client.set(app)
-    try:
-        await design.client(app)
-    except Exception as exc:
-        ctx.fail(f"client {app.client_id}", exc)
-
-
-async def _teardown(ctx: _RunContext, design: Design, server: _LabServer, proxy: FaultProxy,
-                    apps: list[ClientApp], client_tasks: list[asyncio.Task]) -> int:
-    """Stop everything the run started; return how many tasks the design left behind.
-
-    First, for a design with ``stop_grace_s``, a graceful stop (``app.stopping``).
-    Then the proxy: resetting every connection makes each side see a dead peer
-    at once, so no close handshake can hold teardown up.
-    """
-    ctx.stopping = True
-    grace = design.stop_grace_s if client_tasks else 0
-    if grace:
-        # A graceful stop first: the network is still up, the design may flush.
-        for app in apps:
-            app.stopping.set()
-        await asyncio.wait(client_tasks, timeout=grace)
-    ctx.tearing_down = True
-    current = asyncio.current_task()
-    await proxy.close()
-    for task in client_tasks:
-        task.cancel()
-    if client_tasks:
-        await asyncio.wait(client_tasks, timeout=TEARDOWN_GRACE_S)
-    for app in apps:
-        for conn in list(app._connections):
-            transport = getattr(conn, "transport", None)
-            if transport is not None:
-                transport.abort()
-    await server.stop(1001)
-    # Whatever the design started and did not finish: cancel it, then wait.
-    # (Tasks the design left running after its client and server stopped.)
-    left = [t for t in ctx.tasks if t is not current and not t.done()]
-    left_behind = [t for t in left if not t.get_name().startswith("wslab ")]
-    for task in left:
-        task.cancel()
-    if left:
-        await asyncio.wait(left, timeout=TEARDOWN_GRACE_S)
-    ctx.record_unretrieved()
-    stuck = [t for t in left if not t.done()]
-    if stuck:
-        raise DesignHangError(
-            "the design's tasks ignored cancellation at teardown: "
-            + "; ".join(_where_stuck(t) for t in stuck)
-            + ". Do not catch CancelledError without re-raising it.",
-            [t.get_name() for t in stuck],
-        )
-    return len(left_behind)
 
 
 def _where_stuck(task: asyncio.Task) -> str:

@@ -5,7 +5,9 @@ when an application creates a message (before any fault can touch it),
 :meth:`Ledger.accepted` when the design takes it from the application,
 :meth:`Ledger.rejected` when the design refuses it explicitly, and
 :meth:`Ledger.delivered` each time the receiving application processes a
-message. Times are seconds from the start of the run.
+message. Times are seconds from the start of the run. The one thing it tells
+the outside is when nothing is outstanding any more (``on_accounted_for``), so
+that the lab can end a run without polling.
 
 From that record :meth:`Ledger.summary` computes, in the spirit of Jepsen's
 total-queue checker:
@@ -22,6 +24,7 @@ total-queue checker:
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from .workload import split_id
@@ -51,10 +54,13 @@ def percentile(sorted_values: list[float], q: float) -> float:
 class Ledger:
     """Every message id with its production, acceptance and deliveries."""
 
-    def __init__(self) -> None:
+    def __init__(self, on_accounted_for: Callable[[], None] | None = None) -> None:
         self.records: dict[str, MessageRecord] = {}
         self.unexpected: list[tuple[float, str | None]] = []
         self._first_deliveries: list[tuple[float, str]] = []
+        self._outstanding = 0
+        # Called, synchronously, each time the last outstanding message is delivered or rejected.
+        self.on_accounted_for = on_accounted_for
 
     # Recording ------------------------------------------------------------
 
@@ -62,6 +68,7 @@ class Ledger:
         if msg_id in self.records:
             raise ValueError(f"message id {msg_id!r} produced twice")
         self.records[msg_id] = MessageRecord(msg_id, t)
+        self._outstanding += 1
 
     def accepted(self, msg_id: str, t: float) -> None:
         record = self.records[msg_id]
@@ -71,6 +78,8 @@ class Ledger:
     def rejected(self, msg_id: str, t: float, reason: str) -> None:
         record = self.records[msg_id]
         if record.rejected_s is None:
+            if not record.deliveries:
+                self._settle_one()
             record.rejected_s, record.reject_reason = t, reason
 
     def delivered(self, msg_id: str | None, t: float) -> None:
@@ -78,18 +87,24 @@ class Ledger:
         if record is None:
             self.unexpected.append((t, msg_id))
             return
-        if not record.deliveries:
+        first = not record.deliveries
+        if first:
             self._first_deliveries.append((t, msg_id))
         record.deliveries.append(t)
+        if first and record.rejected_s is None:
+            self._settle_one()
+
+    def _settle_one(self) -> None:
+        self._outstanding -= 1
+        if not self._outstanding and self.on_accounted_for is not None:
+            self.on_accounted_for()
 
     # Reading --------------------------------------------------------------
 
     @property
     def outstanding(self) -> int:
         """Messages produced and neither delivered nor rejected yet."""
-        return sum(
-            1 for r in self.records.values() if not r.deliveries and r.rejected_s is None
-        )
+        return self._outstanding
 
     def lost_ids(self) -> list[str]:
         return [

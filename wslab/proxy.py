@@ -17,14 +17,19 @@ Guarantees:
   frames a :class:`~wslab.faults.FrameFault` delays or duplicates on purpose.
 - Every socket the proxy opened is closed by :meth:`FaultProxy.close`.
 
-The fault decisions are made here; the faults themselves are plain data
-(:mod:`wslab.faults`). Random draws (jitter, frame probability) come from one
-``random.Random(seed)``.
+The proxy decides nothing about faults: its plan does
+(:meth:`~wslab.faults.FaultPlan.network` for the bytes of a direction at a
+moment, :meth:`~wslab.faults.FaultPlan.admission` for a new connection), and
+the proxy carries the decisions out. Random draws (jitter, frame probability)
+come from one ``random.Random(seed)``. In a test, :meth:`FaultProxy.faulty`
+applies faults for the duration of a ``with`` block.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import dataclasses
 import fcntl
 import random
 import re
@@ -32,10 +37,12 @@ import socket
 import struct
 import termios
 from collections import deque
+from collections.abc import Iterator
 from typing import Any
 
-from .faults import Bandwidth, BlackHole, Cut, FaultPlan, FrameFault, Latency, Refuse
-from .frames import FrameParser
+from .errors import ConfigError
+from .faults import NETWORK_FAULTS, BlackHole, Cut, Fault, FaultPlan, FrameFault, NetworkEffect
+from .frames import Frame, FrameParser
 
 HOST = "127.0.0.1"
 _HEADER_END = b"\r\n\r\n"
@@ -121,27 +128,21 @@ class _Pipe:
         self._forward(data)
 
     def _forward(self, data: bytes, *, parse: bool = True) -> None:
-        proxy, conn = self.proxy, self.conn
+        proxy = self.proxy
         t = proxy.now()
-        if not self.black_holed and proxy.plan.active(BlackHole, t, self.direction, conn.client_id):
-            self.black_holed = True
-        if self.black_holed:
+        effect = None if self.black_holed else proxy.plan.network(t, self.direction, self.conn.client_id)
+        if effect is None or effect.black_hole:
+            self.black_holed = True  # for as long as the connection lives
             self.dropped_bytes += len(data)
             return
         if self.parser is not None and parse:
-            chunks = self._apply_frame_faults(self.parser.feed(data), t)
+            chunks = self._act_on_frames(self.parser.feed(data), effect)
         else:
             chunks = [(0.0, data)]
-        latency = proxy.plan.active(Latency, t, self.direction, conn.client_id)
-        bandwidth = proxy.plan.active(Bandwidth, t, self.direction, conn.client_id)
         for extra_s, chunk in chunks:
-            delay = extra_s
-            for fault in latency:
-                delay += fault.delay_s + (proxy.rng.uniform(-fault.jitter_s, fault.jitter_s) if fault.jitter_s else 0.0)
-            due = t + delay
-            if bandwidth:
-                rate = min(f.bytes_per_s for f in bandwidth)
-                due = max(due, self.last_due) + len(chunk) / rate
+            due = t + effect.delay_s(proxy.rng.uniform, after_s=extra_s)
+            if effect.bytes_per_s is not None:
+                due = max(due, self.last_due) + len(chunk) / effect.bytes_per_s
             in_order = not extra_s  # a FrameFault delay reorders on purpose
             if in_order:
                 # TCP keeps order within a direction; so do we.
@@ -152,15 +153,11 @@ class _Pipe:
                 self.last_due = due
             self._enqueue(due, chunk, in_order)
 
-    def _apply_frame_faults(self, frames: list, t: float) -> list[tuple[float, bytes]]:
-        faults = self.proxy.plan.active(FrameFault, t, self.direction, self.conn.client_id)
+    def _act_on_frames(self, frames: list[Frame], effect: NetworkEffect) -> list[tuple[float, bytes]]:
+        """Each frame's bytes with the extra delay a frame fault gives it (dropped ones left out)."""
         out: list[tuple[float, bytes]] = []
         for frame in frames:
-            action = None
-            for fault in faults:
-                if fault.match(frame) and self.proxy.rng.random() < fault.probability:
-                    action = fault
-                    break
+            action = effect.frame_action(frame, self.proxy.rng.random)
             if action is None:
                 out.append((0.0, frame.raw))
             elif action.action == "drop":
@@ -282,10 +279,10 @@ class ProxyConnection:
         proxy = self.proxy
         t = proxy.now()
         proxy.record(self.client_id, "accept")
-        for kind, event in ((Cut, "reset"), (Refuse, "refused")):
-            if proxy.plan.active(kind, t, "up", self.client_id):
-                self.reset(event)
-                return
+        verdict = proxy.plan.admission(t, self.client_id)
+        if verdict is not None:
+            self.reset(verdict)
+            return
         head = _EXTENSIONS.sub(b"", head)
         self.up.src_paused = True
         self.client_side.transport.pause_reading()  # type: ignore[union-attr]
@@ -360,8 +357,9 @@ class ProxyConnection:
 class FaultProxy:
     """A loopback TCP proxy in front of ``upstream_port`` that applies ``plan``.
 
-    ``clock`` returns seconds since the start of the run; fault windows are in
-    that time. Use as ``async with FaultProxy(...) as proxy: proxy.port``.
+    Fault windows are in seconds from ``t0`` (the loop's time; by default when
+    the proxy starts listening). Use as ``async with FaultProxy(...) as proxy:
+    proxy.port``; leaving the block closes every socket.
     """
 
     def __init__(self, *, upstream_port: int, plan: FaultPlan | None = None,
@@ -405,6 +403,52 @@ class FaultProxy:
         await self.close()
 
     # Nemesis actions ---------------------------------------------------------
+
+    def onset(self, fault: Fault) -> int:
+        """What ``fault`` does when its window opens to the connections open then:
+        a :class:`~wslab.faults.Cut` resets them, a :class:`~wslab.faults.BlackHole`
+        swallows them. Return how many; 0 for a fault that acts only on bytes as
+        they pass (or on new connections)."""
+        if isinstance(fault, Cut):
+            return self.cut(fault.clients)
+        if isinstance(fault, BlackHole):
+            return self.black_hole(fault.direction, fault.clients)
+        return 0
+
+    @contextlib.contextmanager
+    def faulty(self, *faults: Fault) -> Iterator[None]:
+        """Apply ``faults`` for the duration of a ``with`` block, as websockets' own
+        tests do with ``drop_frames_sent()``::
+
+            with proxy.faulty(BlackHole()):
+                ...  # bytes vanish both ways; the sockets stay open
+
+        Each fault's window is the block (its own ``start_s`` and ``duration_s``
+        are ignored): on entry it acts as a scheduled window does when it opens
+        (:meth:`onset`), on exit its window closes. What a window leaves behind
+        stays, as with a scheduled one: a black-holed connection stays so until
+        it closes. A :class:`~wslab.faults.FrameFault` acts on connections
+        opened inside the block (their frames are parsed from the handshake on).
+        The faults stay in ``plan`` with the block's window. Only the faults the
+        proxy applies (:data:`~wslab.faults.NETWORK_FAULTS`) are accepted.
+        """
+        for fault in faults:
+            if not isinstance(fault, NETWORK_FAULTS):
+                raise ConfigError(f"proxy.faulty() takes the faults the proxy applies "
+                                  f"({', '.join(k.__name__ for k in NETWORK_FAULTS)}), got {fault!r}")
+        start = self.now()
+        placed = [dataclasses.replace(f, start_s=start, duration_s=None) for f in faults]
+        self.plan = self.plan.with_(*placed)
+        for fault in placed:
+            self.onset(fault)
+        try:
+            yield
+        finally:
+            end = self.now()
+            self.plan = FaultPlan(
+                dataclasses.replace(f, duration_s=end - start) if any(f is p for p in placed) else f
+                for f in self.plan
+            )
 
     def cut(self, clients: frozenset[int] | None = None) -> int:
         """Reset every open connection (of ``clients``, or all); return how many."""

@@ -8,7 +8,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from .faults import BlackHole, Cut, FaultPlan, ServerRestart
+from .faults import BlackHole, FaultPlan
 from .ledger import Ledger
 from .observability import Metrics
 from .workload import Workload
@@ -101,10 +101,11 @@ class Run:
 
     @property
     def recovery_s(self) -> float | None:
-        """Seconds from the end of the last outage (cut, black hole, restart) until
-        every client that was connected before it had connected again; None when
-        there was no outage, nan when some client never came back."""
-        outages = [f for f in self.faults if isinstance(f, (Cut, BlackHole, ServerRestart))]
+        """Seconds from the end of the last outage (:data:`~wslab.faults.OUTAGES`:
+        cut, black hole, restart) until every client that was connected before it
+        had connected again; None when there was no outage, nan when some client
+        never came back."""
+        outages = self.faults.outages()
         if not outages:
             return None
         first_start = min(f.start_s for f in outages)
@@ -124,7 +125,7 @@ class Run:
         had a connection open then had closed it on its own side (it noticed the
         dead peer); None when there was no black hole, nan when some client never
         noticed before the run ended."""
-        holes = [f for f in self.faults if isinstance(f, BlackHole)]
+        holes = self.faults.of(BlackHole)
         if not holes:
             return None
         start = min(f.start_s for f in holes)
