@@ -38,10 +38,12 @@ kernel's, a real-time loop's) see the real functions.
 Virtual time comes from `looptime <https://pypi.org/project/looptime/>`_
 (maintained, MIT), which replaces the loop's clock and its selector: it polls
 the sockets first and moves time only when no I/O is ready and the loop has
-run some no-op cycles, so loopback I/O is never skipped over. wslab adds two
-things on top: the CPU charge, and a floor of one tick (1 µs) under every
-timer, so that a timer due "now" because of float rounding (an ack timeout
-minus the time waited, 1.4e-15 s) moves lab time instead of firing forever
+run some no-op cycles, so loopback I/O is never skipped over. wslab adds on
+top: the CPU charge; a wait for the kernel while a connect is in progress
+(on a loaded machine its answer may come a moment late, and the clock must
+not jump over it); and a floor of one tick (1 µs) under every timer, so that
+a timer due "now" because of float rounding (an ack timeout minus the time
+waited, 1.4e-15 s) moves lab time instead of firing forever
 at the same instant.
 
 Guarantees:
@@ -85,6 +87,7 @@ CLOCKS: dict[str, str] = {
 }
 DEFAULT_CLOCK = "virtual"
 TICK_S = 1e-6  # looptime's resolution: the smallest step of lab time
+CONNECT_WAIT_S = 1.0  # real seconds lab time waits for the kernel to answer a loopback connect
 BUSY_TURNS = 10_000  # loop turns at one instant before the virtual clock calls the loop busy
 BUSY_TURN_COST_S = 100e-6  # lab time each further busy turn costs (a handshake's CPU, roughly)
 TEARDOWN_GRACE_S = 2.0  # lab seconds the leftovers of a loop get to finish when cancelled
@@ -110,6 +113,38 @@ class _LabTimeLoop:
 
     def time(self) -> float:
         return super().time() + self.busy_s + self.blocked_s  # type: ignore[misc]
+
+    _connecting = 0  # connects in progress on this loop
+
+    async def sock_connect(self, sock: Any, address: Any) -> None:
+        self._connecting += 1
+        try:
+            return await super().sock_connect(sock, address)  # type: ignore[misc]
+        finally:
+            self._connecting -= 1
+
+    def wait_for_connects(self) -> None:
+        """While a connect is in progress, let the kernel answer it before lab time jumps.
+
+        On loopback the answer (accepted, or refused by a closed port) normally
+        comes within the connect call; on a loaded machine the kernel may defer
+        it for a moment, and looptime, seeing nothing ready, would move the
+        clock first: the run would then depend on the load. So when the loop
+        would otherwise jump, it first waits up to :data:`CONNECT_WAIT_S` of
+        real time for I/O.
+        """
+        selector = self._selector  # type: ignore[attr-defined]
+        jumping = selector.select  # looptime's
+        kernels = functools.partial(type(selector).select, selector)
+
+        def select(timeout: float | None = None) -> Any:
+            if self._connecting and timeout != 0:
+                ready = kernels(CONNECT_WAIT_S)
+                if ready:
+                    return ready
+            return jumping(timeout)
+
+        selector.select = select
 
     def _run_once(self) -> None:
         before = looptime.LoopTimeEventLoop.time(self)  # type: ignore[arg-type]
@@ -164,6 +199,7 @@ def new_loop(clock: str = DEFAULT_CLOCK) -> asyncio.AbstractEventLoop:
         _classes[key] = type(f"Lab{clock.title()}{type(loop).__name__}", (mixin, base), {})
     loop.__class__ = _classes[key]
     loop.setup_looptime(start=0.0, noop_cycles=NOOP_CYCLES)  # type: ignore[attr-defined]
+    loop.wait_for_connects()  # type: ignore[attr-defined]
     if clock == "cpu":
         loop.start_cpu_clock()  # type: ignore[attr-defined]
     return loop
