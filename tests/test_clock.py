@@ -193,6 +193,33 @@ def test_sync_entry_point_needs_no_nesting_inside_a_running_loop():
 # Determinism ----------------------------------------------------------------------------
 
 
+def test_random_in_a_run_draws_from_the_runs_seed_and_leaves_everyone_else_alone():
+    import random
+    from random import uniform  # bound at import, as generated code often does
+
+    async def handler(websocket, app):
+        async for message in websocket:
+            await app.process(message)
+
+    async def client(app):
+        draws.append((random.random(), uniform(0, 1), random.randint(0, 10**9)))
+        async with app.connect() as websocket:
+            async for message in app.outgoing():
+                await websocket.send(message)
+
+    draws = []
+    design = Design("draws", handler=handler, client=client)
+    quick = dict(workload=Workload(count=3, rate_per_s=100), faults=[], settle_s=0.1)
+    random.seed(7)
+    expected_outside = random.Random(7).random()
+    for seed in (1, 1, 2):
+        wslab.run(design, seed=seed, **quick)
+    assert draws[0] == draws[1] != draws[2]  # the same seed, the same draws; another seed, others
+    assert random.random() == expected_outside  # the caller's sequence was not consumed
+
+
+
+
 @pytest.fixture
 def two_cpu_hogs():
     hogs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(2)]

@@ -17,12 +17,21 @@ Guarantees:
   (``tearing_down``).
 - :meth:`RunContext.accounted_for` is done the moment no message is
   outstanding: the ledger signals it, nothing polls.
+- The module-level functions of :mod:`random` (``random.uniform``,
+  ``random.random``, ...: what generated code uses for jitter, and what
+  ``websockets`` uses for its reconnection delay) draw, while a run is current,
+  from that run's own generator, seeded from the run's seed
+  (:attr:`RunContext.rng`). Code that never seeds anything is replayed exactly
+  in virtual time; anywhere else they are :mod:`random`'s own. (An unseeded
+  ``random.Random()`` or ``random.SystemRandom`` made by the design stays
+  unseeded: that is its choice.)
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextvars
+import random
 import traceback
 from dataclasses import dataclass, field
 from typing import Any
@@ -59,8 +68,10 @@ class RunContext:
     logs: list[dict] = field(default_factory=list)
     client_events: list[tuple[float, int, str]] = field(default_factory=list)
     consumer_due: dict[tuple[str, int | None], float] = field(default_factory=dict)
+    rng: random.Random = field(init=False)  # what random.* draws from during the run
 
     def __post_init__(self) -> None:
+        self.rng = random.Random(f"wslab run {self.seed}")
         self._accounted: list[asyncio.Future[None]] = []
         self.ledger.on_accounted_for = self._on_accounted_for
 
@@ -145,6 +156,31 @@ class RunContext:
             start = due if t - due < delay else t  # back to back: catch up with the schedule
             self.consumer_due[key] = start + delay
             await asyncio.sleep(max(0.0, start + delay - t))
+
+
+# random.*, as seen from a run ------------------------------------------------
+
+_GLOBAL_RANDOM = random._inst  # type: ignore[attr-defined]  # what random.* uses outside a run
+_RANDOM_FUNCTIONS = [name for name in random.__all__
+                     if getattr(random, name, None) == getattr(_GLOBAL_RANDOM, name, 0)]
+
+
+def _random_of_run(name: str) -> Any:
+    def draw(*args: Any, **kwargs: Any) -> Any:
+        ctx = current_run.get()
+        return getattr(_GLOBAL_RANDOM if ctx is None else ctx.rng, name)(*args, **kwargs)
+    draw.__name__ = draw.__qualname__ = name
+    draw.__doc__ = getattr(_GLOBAL_RANDOM, name).__doc__
+    return draw
+
+
+def _route_random() -> None:
+    """Installed once, at import: before any design module does ``from random import uniform``."""
+    for name in _RANDOM_FUNCTIONS:
+        setattr(random, name, _random_of_run(name))
+
+
+_route_random()
 
 
 def track_tasks(loop: asyncio.AbstractEventLoop) -> None:

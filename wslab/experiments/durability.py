@@ -4,7 +4,7 @@ acknowledgements change (notebooks/04_durability.ipynb).
 The standard scenarios run on a loopback link with no latency, where almost
 nothing is ever "in flight" when a connection dies. This lesson's scenarios
 add what makes in-flight messages visible, each a :class:`~wslab.scenarios.Scenario`
-short enough for a notebook (under 2 s):
+a few seconds of lab time:
 
 - :func:`interruption`: a mobile link (50 ms each way) cut for ``outage_s``;
   about ``rate × latency`` messages are on the wire when it dies;
@@ -40,7 +40,10 @@ def interruption(outage_s: float = 0.3) -> Scenario:
         workload=Workload(count=200, rate_per_s=200, direction="up"),
         faults=FaultPlan([Latency(delay_s=LINK_DELAY_S),
                           Cut(start_s=CUT_AT_S, duration_s=outage_s)]),
-        settle_s=0.6)
+        # Time to come back: a client whose backoff has grown to a second may
+        # wait that long after the network is back (a run ends early once
+        # every message is accounted for, so a long settle costs nothing then).
+        settle_s=1.5)
 
 
 def busy_restart() -> Scenario:
