@@ -289,8 +289,8 @@ def _check_function(fn: Any, role: str, params: list[str], shape: str) -> None:
     if role == "handler" and "path" in names:
         raise DesignContractError(
             "the handler takes a 'path' parameter: that is the signature of websockets "
-            "before version 10.1, removed in 14. Read the path from websocket.request.path "
-            f"and use {shape}"
+            "before version 10.1, removed in 14. Drop `path` (read the path from "
+            f"websocket.request.path if you need it) and use {shape}"
         )
     try:
         signature.bind(*params)

@@ -173,24 +173,30 @@ def _import(text: str, label: str, path: Path | None, timeout_s: float) -> types
 def _handler_problem(module: types.ModuleType, handler: object) -> str | None:
     """What is wrong with the module's handler, or None."""
     if handler is None:
-        return f"It defines no handler. {_guess_handler(module)}"
+        return f"It defines no handler. {_guess_handler(module)}".strip()
     try:
         check_handler(handler)
     except DesignContractError as exc:
-        return f"{exc}."
+        return _sentence(exc)
     return None
 
 
 def _client_problem(module: types.ModuleType, client: object) -> str | None:
     """What is wrong with the module's client, or None."""
     if client is None:
-        return ("It defines no client: write `async def client(app)`, or name your client "
-                f"class with a line `client = YourClass`. {_guess_client(module)}")
+        return ("It defines no client: " + (_guess_client(module) or
+                "write `async def client(app)`, or name your client class with a line "
+                "`client = YourClass`."))
     try:
         check_client(client)
     except DesignContractError as exc:
-        return f"{exc}."
+        return _sentence(exc)
     return None
+
+
+def _sentence(exc: Exception) -> str:
+    text = str(exc)
+    return text if text.endswith(".") else f"{text}."
 
 
 def _own(module: types.ModuleType, predicate) -> list[tuple[str, object]]:
@@ -227,9 +233,10 @@ def _guess_client(module: types.ModuleType) -> str:
         try:
             check_client(c)
         except DesignContractError as exc:
-            hints.append(f"It defines class {n}; to grade it, add `client = {n}`, but first: {exc}.")
+            hints.append(f"it defines class {n}; to grade it, add the line `client = {n}`, "
+                         f"but first: {_sentence(exc)}")
         else:
-            hints.append(f"It defines class {n}: to grade it as your client, add the line "
+            hints.append(f"it defines class {n}: to grade it as your client, add the line "
                          f"`client = {n}` (the lab constructs {n}(uri, on_message=callback), "
                          "calls start(), send(message) for each message, then stop()).")
-    return " ".join(hints) + " "
+    return " ".join(hints)

@@ -194,6 +194,8 @@ class Run:
             ("peak queue (messages)", str(s["peak_queue"])),
             ("peak buffered (bytes)", f"{s['peak_buffered_bytes']:,}"),
             ("peak waiting in the application (messages)", str(s["peak_backlog"])),
+            *([("longest send() wait (s)", f"{s['peak_send_blocked_s']:.3f}")]
+              if s["peak_send_blocked_s"] is not None else []),
             ("reconnects", str(s["reconnects"])),
             ("connection attempts", str(s["connect_attempts"])),
             ("dead peer noticed after (s)", "–" if s["detection_s"] is None else
