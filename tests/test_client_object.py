@@ -288,3 +288,32 @@ class EventClient:
                     faults=[], settle_s=0.5)
     assert (run.summary()["delivered"], run.summary()["lost"]) == (20, 0)
     assert json.loads(json.dumps(run.summary()["peak_send_blocked_s"])) == 0
+
+
+def make_client(uri, on_message=None):
+    """A factory, not a class: called the same way."""
+    client = IteratorClient(uri)
+    client.on_message = on_message
+    return client
+
+
+class FailsToStart:
+    def __init__(self, uri):
+        self.uri = uri
+
+    async def start(self):
+        raise ConnectionRefusedError("the assistant's start() gave up")
+
+    async def send(self, message): ...
+    async def stop(self): ...
+
+
+def test_a_factory_runs_and_a_failing_start_is_the_designs_error_with_its_own_name():
+    run = wslab.run(Design("factory", handler=echo_and_push, client=make_client),
+                    workload=Workload(count=5, rate_per_s=100), faults=[], settle_s=0.5)
+    assert (run.summary()["delivered"], run.summary()["lost"]) == (5, 0)
+    run = wslab.run(Design("fails", handler=echo_and_push, client=FailsToStart),
+                    workload=Workload(count=5, rate_per_s=100), faults=[], settle_s=0.5)
+    assert [(e.where, e.error) for e in run.errors] == [
+        ("client 0", "ConnectionRefusedError: the assistant's start() gave up")]
+    assert run.summary()["lost"] == 5
