@@ -317,3 +317,38 @@ def test_a_factory_runs_and_a_failing_start_is_the_designs_error_with_its_own_na
     assert [(e.where, e.error) for e in run.errors] == [
         ("client 0", "ConnectionRefusedError: the assistant's start() gave up")]
     assert run.summary()["lost"] == 5
+
+
+class RefusesWhenFull:
+    """A bounded buffer that raises QueueFull when full, and drains 5 messages per 0.1 s."""
+
+    def __init__(self, uri):
+        self.uri = uri
+        self.buffer: asyncio.Queue = asyncio.Queue(maxsize=5)
+
+    async def start(self):
+        self.task = asyncio.create_task(self.run())
+
+    def send(self, message):
+        self.buffer.put_nowait(message)  # raises asyncio.QueueFull when full
+
+    async def stop(self):
+        self.task.cancel()
+
+    async def run(self):
+        async with websockets.connect(self.uri) as websocket:
+            while True:
+                await asyncio.sleep(0.1)
+                while not self.buffer.empty():
+                    await websocket.send(self.buffer.get_nowait())
+
+
+def test_a_send_that_raises_refuses_that_message_explicitly_and_the_client_goes_on():
+    run = wslab.run(Design("refuses", handler=pull_handler, client=RefusesWhenFull),
+                    workload=Workload(count=40, rate_per_s=100), faults=[], settle_s=0.5)
+    s = run.summary()
+    # 10 produced per 0.1 s, 5 taken: every tenth of a second 5 are refused.
+    assert (s["sent"], s["delivered"], s["rejected"], s["lost"]) == (40, 20, 20, 0)
+    assert run.errors == []
+    reasons = {r.reject_reason for r in run.ledger.records.values() if r.rejected_s is not None}
+    assert reasons == {"send() raised QueueFull: "}

@@ -112,7 +112,10 @@ awaitable it returns is awaited. Exactly:
   called: whatever the object buffers counts as the design's queue
   (``peak_queue``). How long each ``send`` kept the producer waiting is
   recorded (``run.send_blocked``, ``peak_send_blocked_s`` in the summary);
-  messages produced meanwhile wait in the lab as the design's backlog.
+  messages produced meanwhile wait in the lab as the design's backlog. A
+  ``send`` that raises refuses that message explicitly (``rejected``, with
+  the exception as the reason, as :meth:`ClientApp.reject`): the application
+  knows, and goes on with the next one.
 
 Pasted as it is, an assistant's answer needs at most three changed lines:
 
@@ -552,8 +555,9 @@ async def drive_client_object(factory: Any, app: "ClientApp") -> None:
     object until the run ends: ``stop()`` is called when ``app.stopping`` is
     set or when the lab cancels this client, whichever comes first. The tasks
     the lab adds (the callback's delivery, reading an async iterator) end with
-    it. An exception of the object's methods ends this client and is recorded
-    as the design's.
+    it. An exception raised by ``send`` refuses that message (``app.reject``);
+    one raised by the constructor, ``start`` or ``stop`` ends this client and
+    is recorded as the design's.
     """
     name = getattr(factory, "__name__", repr(factory))
     receiver = _Receiver(app)
@@ -577,7 +581,10 @@ async def drive_client_object(factory: Any, app: "ClientApp") -> None:
                                                    name=f"wslab reader {app.client_id}"))
                 while (message := await app.next_message()) is not None:
                     called_s = app.now()
-                    await _settle(client.send(message))
+                    try:
+                        await _settle(client.send(message))
+                    except Exception as exc:  # the application is told: a refusal, not a loss
+                        app.reject(message, f"send() raised {type(exc).__name__}: {exc}")
                     app.send_blocked.append((round(called_s, 6), round(app.now() - called_s, 6)))
                 await app.stopping.wait()  # alive until the run ends
             finally:
