@@ -352,3 +352,15 @@ def test_a_send_that_raises_refuses_that_message_explicitly_and_the_client_goes_
     assert run.errors == []
     reasons = {r.reject_reason for r in run.ledger.records.values() if r.rejected_s is not None}
     assert reasons == {"send() raised QueueFull: "}
+
+
+class CallbackNamedOtherwise(SyncClient):
+    def __init__(self, url, callback):
+        super().__init__(url, on_message=callback)
+
+
+def test_the_callback_may_be_named_as_assistants_name_it():
+    SyncClient.stops.clear()
+    run = wslab.run(Design("callback", handler=echo_and_push, client=CallbackNamedOtherwise),
+                    **BOTH)
+    assert (run.summary()["delivered"], run.summary()["lost"]) == (80, 0)

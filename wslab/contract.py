@@ -97,12 +97,14 @@ Each of the three may be ``async def`` or plain ``def``; a coroutine or other
 awaitable it returns is awaited. Exactly:
 
 - the constructor is called as ``cls(uri, on_message=callback)`` when it has
-  a parameter named ``on_message``, else as ``cls(uri)``; the first
-  positional parameter receives the URI, whatever its name. A factory
+  a parameter named ``on_message`` (or, in this order, ``on_receive``,
+  ``callback``, ``message_callback``, ``message_handler``: the callback is
+  passed under the first of these names it has), else as ``cls(uri)``; the
+  first positional parameter receives the URI, whatever its name. A factory
   function (plain ``def``, first parameter not ``app``) is called the same way.
-- it receives messages by calling ``on_message(message)`` (given to the
-  constructor, or set by the lab on an ``on_message`` attribute the object
-  has after construction), or else by being an async iterator
+- it receives messages by calling that callback (given to the constructor,
+  or set by the lab on the first attribute of those names the object has
+  after construction), or else by being an async iterator
   (``async for message in client``), which the lab reads after ``start()``.
   A callback may be awaited or not: the lab hands messages to the
   application in the order it was called, and what it returns, when
@@ -122,9 +124,10 @@ Pasted as it is, an assistant's answer needs at most three changed lines:
 1. the handler takes ``app``: ``async def handler(websocket, app):``;
 2. where it processes a message, ``reply = await app.process(message)``
    (send ``reply`` back if it is not None);
-3. one added line names the client class: ``client = ReconnectingClient``
-   (and the constructor's callback parameter is named ``on_message``; rename
-   it if the assistant called it otherwise).
+3. one added line names the client class: ``client = ReconnectingClient``.
+
+(A callback parameter with a name not in the list above is one more line:
+rename it ``on_message``.)
 
 Guarantees the lab gives a design: its handler and client run in the lab's
 event loop under a hard time limit; when the run ends, ``app.stopping`` is
@@ -203,6 +206,9 @@ class Design:
 HANDLER_SHAPE = "async def handler(websocket, app): ..."
 CLIENT_SHAPE = "async def client(app): ..."
 CLIENT_METHODS = ("start", "send", "stop")
+# The names under which a client object's constructor (or attribute) takes the
+# callback for received messages, in order of preference (the module docstring).
+CALLBACK_NAMES = ("on_message", "on_receive", "callback", "message_callback", "message_handler")
 
 
 def check_handler(handler: Any) -> None:
@@ -250,7 +256,8 @@ def check_client(client: Any) -> None:
         raise DesignContractError(
             f"the lab constructs the client as {name}(uri) or {name}(uri, on_message=callback), "
             f"but {name} takes {signature}: take the URI (ws://host:port/path) as the first "
-            "argument and name the callback parameter on_message")
+            f"argument and name the callback parameter on_message (or one of "
+            f"{', '.join(CALLBACK_NAMES[1:])})")
 
 
 def _method(name: str) -> str:
@@ -264,10 +271,8 @@ def _constructor_arguments(factory: Any, uri: str, on_message: Any) -> dict[str,
         signature = inspect.signature(factory)
     except (TypeError, ValueError):
         return {}
-    if "on_message" in signature.parameters:
-        kwargs = {"on_message": on_message}
-    else:
-        kwargs = {}
+    named = [n for n in CALLBACK_NAMES if n in signature.parameters]
+    kwargs = {named[0]: on_message} if named else {}
     try:
         signature.bind(uri, **kwargs)
     except TypeError:
@@ -569,14 +574,15 @@ async def drive_client_object(factory: Any, app: "ClientApp") -> None:
     missing = [_method(m) for m in CLIENT_METHODS if not callable(getattr(client, m, None))]
     if missing:
         raise DesignContractError(f"the object {name}(uri) returned has no {', '.join(missing)}")
-    if not kwargs and hasattr(client, "on_message"):
-        client.on_message = receiver
+    attribute = next((n for n in CALLBACK_NAMES if hasattr(client, n)), None)
+    if not kwargs and attribute is not None:
+        setattr(client, attribute, receiver)
     try:
         async with asyncio.TaskGroup() as lab:
             helpers = [lab.create_task(receiver.run(), name=f"wslab receiver {app.client_id}")]
             await _settle(client.start())
             try:
-                if not kwargs and not hasattr(client, "on_message") and hasattr(client, "__aiter__"):
+                if not kwargs and attribute is None and hasattr(client, "__aiter__"):
                     helpers.append(lab.create_task(_read_all(client, app),
                                                    name=f"wslab reader {app.client_id}"))
                 while (message := await app.next_message()) is not None:
