@@ -9,6 +9,10 @@ a chat assistant all fit the same contract::
 
     design = Design("mine", handler=handler, client=client)
 
+The client may instead be a class (or a factory) whose objects have
+``start()``, ``send(message)`` and ``stop()``, the shape assistants write
+(see "A client object" below): ``Design("mine", handler=handler, client=MyClient)``.
+
 The ``app`` objects are the applications on each side. They are where the lab
 observes, so a design needs no instrumentation of its own:
 
@@ -54,6 +58,14 @@ the lab can see its buffers)::
             async for message in app.outgoing():
                 await websocket.send(message)
 
+A plain ``websockets.connect(app.uri)`` works as well: the lab sees every
+client connection a design opens, whichever way it opens it.
+
+Messages the application produced that the client has not taken from
+``app.outgoing()`` yet wait in the lab: they count as the design's backlog
+(``peak_backlog`` in the run's summary), as they would wait in the
+application's memory if the design does not pull while it is disconnected.
+
 Keyword arguments to ``app.connect(...)`` go to
 :func:`websockets.asyncio.client.connect` (``ping_interval``, ``max_queue``...),
 and ``async for websocket in app.connect()`` reconnects like the library does.
@@ -65,6 +77,57 @@ server life: a :class:`~wslab.faults.ServerRestart` gives the new server an
 empty one, as a real restart loses memory. What a real server would keep in a
 database goes in ``app.store``, which survives restarts. Module-level globals
 survive a restart in the lab but not in production.
+
+A client object
+---------------
+An assistant's client usually is a class::
+
+    class ReconnectingClient:
+        def __init__(self, uri, on_message=None): ...
+        async def start(self): ...           # connect, start its own tasks
+        async def send(self, message): ...   # called by the application
+        async def stop(self): ...            # close, end its tasks
+
+The lab runs it as an application would: it constructs it with the URI
+(through the lab's proxy) and a callback, ``ReconnectingClient(uri,
+on_message=callback)``, calls ``start()``, calls ``send(message)`` for each
+message at the moment the application produces it, and calls ``stop()`` when
+the run ends (not when production ends: the object stays alive until then).
+Each of the three may be ``async def`` or plain ``def``; a coroutine or other
+awaitable it returns is awaited. Exactly:
+
+- the constructor is called as ``cls(uri, on_message=callback)`` when it has
+  a parameter named ``on_message`` (or, in this order, ``on_receive``,
+  ``callback``, ``message_callback``, ``message_handler``: the callback is
+  passed under the first of these names it has), else as ``cls(uri)``; the
+  first positional parameter receives the URI, whatever its name. A factory
+  function (plain ``def``, first parameter not ``app``) is called the same way.
+- it receives messages by calling that callback (given to the constructor,
+  or set by the lab on the first attribute of those names the object has
+  after construction), or else by being an async iterator
+  (``async for message in client``), which the lab reads after ``start()``.
+  A callback may be awaited or not: the lab hands messages to the
+  application in the order it was called, and what it returns, when
+  awaited, is done when the application has processed that message. A
+  client with neither only sends.
+- a message counts as accepted by the design when ``send(message)`` is
+  called: whatever the object buffers counts as the design's queue
+  (``peak_queue``). How long each ``send`` kept the producer waiting is
+  recorded (``run.send_blocked``, ``peak_send_blocked_s`` in the summary);
+  messages produced meanwhile wait in the lab as the design's backlog. A
+  ``send`` that raises refuses that message explicitly (``rejected``, with
+  the exception as the reason, as :meth:`ClientApp.reject`): the application
+  knows, and goes on with the next one.
+
+Pasted as it is, an assistant's answer needs at most three changed lines:
+
+1. the handler takes ``app``: ``async def handler(websocket, app):``;
+2. where it processes a message, ``reply = await app.process(message)``
+   (send ``reply`` back if it is not None);
+3. one added line names the client class: ``client = ReconnectingClient``.
+
+(A callback parameter with a name not in the list above is one more line:
+rename it ``on_message``.)
 
 Guarantees the lab gives a design: its handler and client run in the lab's
 event loop under a hard time limit; when the run ends, ``app.stopping`` is
@@ -84,6 +147,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import websockets.asyncio.client as _websockets_client
 from websockets.asyncio.client import ClientConnection, connect
 
 from .context import RunContext
@@ -114,9 +178,8 @@ class Design:
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name:
             raise DesignContractError(f"a design needs a non-empty name, got {self.name!r}")
-        _check_function(self.handler, "handler", ["websocket", "app"],
-                        "async def handler(websocket, app): ...")
-        _check_function(self.client, "client", ["app"], "async def client(app): ...")
+        check_handler(self.handler)
+        check_client(self.client)
         if not isinstance(self.stop_grace_s, (int, float)) or not 0 <= self.stop_grace_s <= 10:
             raise DesignContractError(f"stop_grace_s must be seconds from 0 to 10, got {self.stop_grace_s!r}")
         if not isinstance(self.serve_options, Mapping):
@@ -124,6 +187,97 @@ class Design:
                 f"serve_options must be a dict of keyword arguments for websockets' serve(), "
                 f"got {self.serve_options!r}"
             )
+
+
+    @property
+    def client_shape(self) -> str:
+        """``"pull"`` for ``async def client(app)``, ``"object"`` for a client class
+        or factory (see the module docstring)."""
+        return client_shape(self.client)
+
+    def client_main(self, app: "ClientApp") -> Awaitable[None]:
+        """What the lab awaits for one client: ``client(app)``, or the client
+        object driven by :func:`drive_client_object`."""
+        if self.client_shape == "object":
+            return drive_client_object(self.client, app)
+        return self.client(app)
+
+
+HANDLER_SHAPE = "async def handler(websocket, app): ..."
+CLIENT_SHAPE = "async def client(app): ..."
+CLIENT_METHODS = ("start", "send", "stop")
+# The names under which a client object's constructor (or attribute) takes the
+# callback for received messages, in order of preference (the module docstring).
+CALLBACK_NAMES = ("on_message", "on_receive", "callback", "message_callback", "message_handler")
+
+
+def check_handler(handler: Any) -> None:
+    """Raise :class:`DesignContractError`, saying what to change, unless
+    ``handler`` fits ``async def handler(websocket, app)``."""
+    _check_function(handler, "handler", ["websocket", "app"], HANDLER_SHAPE)
+
+
+def client_shape(client: Any) -> str:
+    """``"object"`` for a class or a plain ``def`` factory whose first parameter is
+    not ``app``; ``"pull"`` for anything else (checked as ``client(app)``)."""
+    if inspect.isclass(client):
+        return "object"
+    if inspect.isfunction(client) and not inspect.iscoroutinefunction(client):
+        first = next(iter(inspect.signature(client).parameters), None)
+        if first is not None and first != "app":
+            return "object"
+    return "pull"
+
+
+def check_client(client: Any) -> None:
+    """Raise :class:`DesignContractError`, saying what to change, unless ``client``
+    fits one of the two shapes: ``async def client(app)``, or a client class
+    (or factory) constructed as ``cls(uri[, on_message=...])`` whose objects
+    have ``start()``, ``send(message)`` and ``stop()``."""
+    if client_shape(client) == "pull":
+        _check_function(client, "client", ["app"], CLIENT_SHAPE)
+        return
+    name = getattr(client, "__name__", repr(client))
+    if inspect.isclass(client):
+        present = [m for m in CLIENT_METHODS if callable(getattr(client, m, None))]
+        missing = [m for m in CLIENT_METHODS if m not in present]
+        if missing:
+            raise DesignContractError(
+                f"the client class {name} has no {' and no '.join(_method(m) for m in missing)}"
+                f" method{'s' if len(missing) > 1 else ''}"
+                + (f" (it has {', '.join(_method(m) for m in present)})" if present else "")
+                + ": the lab calls start(), then send(message) for each message the "
+                "application produces, then stop(); each may be async")
+    try:
+        signature = inspect.signature(client)
+    except (TypeError, ValueError):
+        return
+    if _constructor_arguments(client, "uri", None) is None:
+        raise DesignContractError(
+            f"the lab constructs the client as {name}(uri) or {name}(uri, on_message=callback), "
+            f"but {name} takes {signature}: take the URI (ws://host:port/path) as the first "
+            f"argument and name the callback parameter on_message (or one of "
+            f"{', '.join(CALLBACK_NAMES[1:])})")
+
+
+def _method(name: str) -> str:
+    return "send(message)" if name == "send" else f"{name}()"
+
+
+def _constructor_arguments(factory: Any, uri: str, on_message: Any) -> dict[str, Any] | None:
+    """The keyword arguments to construct a client object with, beside the URI;
+    None when ``factory(uri)`` does not fit its signature."""
+    try:
+        signature = inspect.signature(factory)
+    except (TypeError, ValueError):
+        return {}
+    named = [n for n in CALLBACK_NAMES if n in signature.parameters]
+    kwargs = {named[0]: on_message} if named else {}
+    try:
+        signature.bind(uri, **kwargs)
+    except TypeError:
+        return None
+    return kwargs
 
 
 def _check_function(fn: Any, role: str, params: list[str], shape: str) -> None:
@@ -143,20 +297,23 @@ def _check_function(fn: Any, role: str, params: list[str], shape: str) -> None:
     if role == "handler" and "path" in names:
         raise DesignContractError(
             "the handler takes a 'path' parameter: that is the signature of websockets "
-            "before version 10.1, removed in 14. Read the path from websocket.request.path "
-            f"and use {shape}"
+            "before version 10.1, removed in 14. Drop `path` (read the path from "
+            f"websocket.request.path if you need it) and use {shape}"
         )
     try:
         signature.bind(*params)
     except TypeError:
         raise DesignContractError(
             f"the design's {role} must accept {len(params)} positional argument(s) "
-            f"({', '.join(params)}): {shape}; got {getattr(fn, '__name__', fn)}{signature}"
+            f"({', '.join(params)}): {shape}; got {getattr(fn, '__name__', fn)}"
+            f"{signature.replace(return_annotation=inspect.Signature.empty)}"
         ) from None
 
 
 class _TrackedClientConnection(ClientConnection):
-    """A ClientConnection that tells the client app it exists (for buffer sampling)."""
+    """A ClientConnection that tells the client app it exists (for buffer sampling,
+    and for the connection events that say when a client noticed a dead peer).
+    Outside a lab client's task it is the library's class, unchanged."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -168,6 +325,14 @@ class _TrackedClientConnection(ClientConnection):
         super().connection_lost(exc)
         if self._app is not None:
             self._app._run.record_client_event(self._app.client_id, "close")
+
+
+# websockets' connect() looks ClientConnection up in its module when it is called
+# (websockets/asyncio/client.py, connect.__init__), so a design that calls
+# websockets.connect(app.uri) itself, as pasted code and client objects do, gets
+# the tracked class too: the lab sees its connections as it sees app.connect()'s.
+# The subclass only adds bookkeeping, and only inside a lab client's task.
+_websockets_client.ClientConnection = _TrackedClientConnection
 
 
 class _Outbox:
@@ -307,6 +472,9 @@ class ClientApp(_App):
         self.uri = uri
         self._connections: set[ClientConnection] = set()
         self.stopping = asyncio.Event()
+        # (t_s, blocked_s) for each send(message) of a client object: when the
+        # application called it and how long it waited for it to return.
+        self.send_blocked: list[tuple[float, float]] = []
 
     def connections(self) -> list[ClientConnection]:
         """The connections :meth:`connect` opened that are still open (their socket
@@ -347,3 +515,96 @@ class ClientApp(_App):
         """
         await self._run.consume_delay("client", self.client_id)
         self._run.ledger.delivered(message_id(message), self._run.now())
+
+
+# A client object (see "A client object" in the module docstring) ------------------
+
+async def _settle(result: Any) -> Any:
+    """The result of a call to a method that may be sync or async."""
+    return await result if inspect.isawaitable(result) else result
+
+
+class _Receiver:
+    """The ``on_message`` callback the lab gives a client object.
+
+    Calling it queues the message for the client application and returns a
+    future that is done once the application has processed it: a client that
+    awaits the callback waits as long as the application takes (backpressure),
+    one that calls it without awaiting goes on at once, and the messages wait
+    here, in order, counted as the design's (accepted, not yet delivered).
+    """
+
+    def __init__(self, app: "ClientApp") -> None:
+        self._app = app
+        self._waiting: asyncio.Queue[tuple[Any, asyncio.Future[None]]] = asyncio.Queue()
+
+    def __call__(self, message: Any) -> asyncio.Future[None]:
+        processed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiting.put_nowait((message, processed))
+        return processed
+
+    async def run(self) -> None:
+        while True:
+            message, processed = await self._waiting.get()
+            await self._app.deliver(message)
+            if not processed.done():
+                processed.set_result(None)
+
+
+async def drive_client_object(factory: Any, app: "ClientApp") -> None:
+    """Run a client object for one lab client, as an application would.
+
+    Constructs it (``factory(app.uri[, on_message=...])``), calls ``start()``,
+    then ``send(message)`` for each message as the application produces it
+    (recording in ``app.send_blocked`` how long each call took), and keeps the
+    object until the run ends: ``stop()`` is called when ``app.stopping`` is
+    set or when the lab cancels this client, whichever comes first. The tasks
+    the lab adds (the callback's delivery, reading an async iterator) end with
+    it. An exception raised by ``send`` refuses that message (``app.reject``);
+    one raised by the constructor, ``start`` or ``stop`` ends this client and
+    is recorded as the design's.
+    """
+    name = getattr(factory, "__name__", repr(factory))
+    receiver = _Receiver(app)
+    kwargs = _constructor_arguments(factory, app.uri, receiver)
+    if kwargs is None:
+        check_client(factory)  # raises, saying what the constructor should take
+        kwargs = {}
+    client = factory(app.uri, **kwargs)
+    missing = [_method(m) for m in CLIENT_METHODS if not callable(getattr(client, m, None))]
+    if missing:
+        raise DesignContractError(f"the object {name}(uri) returned has no {', '.join(missing)}")
+    attribute = next((n for n in CALLBACK_NAMES if hasattr(client, n)), None)
+    if not kwargs and attribute is not None:
+        setattr(client, attribute, receiver)
+    try:
+        async with asyncio.TaskGroup() as lab:
+            helpers = [lab.create_task(receiver.run(), name=f"wslab receiver {app.client_id}")]
+            await _settle(client.start())
+            try:
+                if not kwargs and attribute is None and hasattr(client, "__aiter__"):
+                    helpers.append(lab.create_task(_read_all(client, app),
+                                                   name=f"wslab reader {app.client_id}"))
+                while (message := await app.next_message()) is not None:
+                    called_s = app.now()
+                    try:
+                        await _settle(client.send(message))
+                    except Exception as exc:  # the application is told: a refusal, not a loss
+                        app.reject(message, f"send() raised {type(exc).__name__}: {exc}")
+                    app.send_blocked.append((round(called_s, 6), round(app.now() - called_s, 6)))
+                await app.stopping.wait()  # alive until the run ends
+            finally:
+                try:
+                    await _settle(client.stop())
+                finally:
+                    for helper in helpers:
+                        helper.cancel()
+    except BaseExceptionGroup as group:
+        if len(group.exceptions) == 1:  # report the design's exception, not the group
+            raise group.exceptions[0] from None
+        raise
+
+
+async def _read_all(client: Any, app: "ClientApp") -> None:
+    async for message in client:
+        await app.deliver(message)

@@ -221,7 +221,7 @@ class _Clients:
 async def _client_main(ctx: RunContext, design: Design, app: ClientApp) -> None:
     _current_client.set(app)
     try:
-        await design.client(app)
+        await design.client_main(app)
     except Exception as exc:
         ctx.fail(f"client {app.client_id}", exc)
 
@@ -535,6 +535,8 @@ async def _execute(design: Design, scenario: Scenario, ctx: RunContext,
         samples=sampler.samples, connections=list(proxy.events), server_opens=server.opens,
         client_events=ctx.client_events, errors=ctx.errors, tasks_left=tasks_left,
         metrics=ctx.metrics, logs=ctx.logs,
+        send_blocked=[(t, app.client_id, waited) for app in clients.apps
+                      for t, waited in app.send_blocked],
         frames={"dropped": proxy.frames_dropped, "delayed": proxy.frames_delayed,
                 "duplicated": proxy.frames_duplicated},
     )

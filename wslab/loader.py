@@ -1,7 +1,8 @@
 """Load a learner's file (or source text) as a design, with messages a person can act on.
 
 :func:`load_design` accepts a Python file or source text that defines
-``handler(websocket, app)`` and ``client(app)`` (or a ``DESIGN``). Whatever
+``handler(websocket, app)`` and a ``client`` (``async def client(app)`` or a
+client class: see :mod:`wslab.contract`), or a ``DESIGN``. Whatever
 goes wrong is a :class:`~wslab.errors.DesignContractError` that says what was
 expected and how to wrap the code (see :mod:`wslab.contract`), never a
 traceback from the lab's insides:
@@ -11,8 +12,12 @@ traceback from the lab's insides:
 - importing it does not return within ``import_timeout_s`` (a server started
   at import time, an input() call...): the module is left behind in a daemon
   thread, and the message says which line to put under ``if __name__ == "__main__":``;
+- it is not a ``.py`` file (``notes.txt``);
 - it defines no ``handler``/``client``, or defines them with another shape
-  (a one-argument handler, a client that takes a URI...).
+  (a one-argument or ``handler(websocket, path)`` handler, a client class
+  without ``send``...): one message names every fix, the handler's and the
+  client's (a client class the file defines but does not name ``client`` is
+  named, with the line to add).
 
 The module is imported as ``wslab.submissions.<file name>_<n>``, so a
 ``main()`` guarded as scripts usually are does not run, and what it logs with
@@ -30,18 +35,20 @@ import traceback
 import types
 from pathlib import Path
 
-from .contract import Design
+from .contract import CLIENT_METHODS, Design, check_client, check_handler
 from .errors import DesignContractError
 
 IMPORT_TIMEOUT_S = 5.0
 
 HOW_TO_WRAP = (
-    "A design file defines two coroutine functions:\n"
+    "A design file defines a handler and a client:\n"
     "    async def handler(websocket, app): ...   # the server side, one call per connection\n"
     "    async def client(app): ...               # one client; connect with app.connect()\n"
+    "or, for a client class with start(), send(message) and stop():\n"
+    "    client = MyClient                        # constructed as MyClient(uri, on_message=callback)\n"
     "The server processes each message with `await app.process(message)` and pushes with "
-    "`async for message in app.outgoing()`; the client sends what `app.outgoing()` yields and "
-    "hands what it receives to `await app.deliver(message)`. "
+    "`async for message in app.outgoing()`; a client function sends what `app.outgoing()` "
+    "yields and hands what it receives to `await app.deliver(message)`. "
     "help(wslab.contract) shows a pasted server and client wrapped step by step."
 )
 
@@ -59,6 +66,8 @@ def load_design(source: "str | Path", *, name: str | None = None,
     """
     if isinstance(source, Path) or (isinstance(source, str) and "\n" not in source):
         path = Path(source)
+        if path.suffix and path.suffix != ".py":
+            raise DesignContractError(not_a_design_file(str(source)))
         if not path.is_file():
             raise DesignContractError(f"no such file: {str(path)!r} (give the path to a .py file)")
         text, label = path.read_text(encoding="utf-8", errors="replace"), path.name
@@ -79,16 +88,23 @@ def load_design(source: "str | Path", *, name: str | None = None,
     return design_from_module(module, name, label)
 
 
+def not_a_design_file(given: str) -> str:
+    """The message for a file that is not Python (``notes.txt``)."""
+    return (f"{given!r} is not a design: a design is a Python file (a name ending in .py) "
+            "that defines handler(websocket, app) and a client, or the name of one of "
+            "wslab's designs. Put your code in a .py file and grade that.")
+
+
 def design_from_module(module: types.ModuleType, name: str, label: str) -> Design:
-    """The design a loaded module defines, or an error that says what is missing."""
+    """The design a loaded module defines, or an error that names every fix it needs
+    (the handler's and the client's, together)."""
     found = getattr(module, "DESIGN", None)
     if isinstance(found, Design):
         return found
     handler, client = getattr(module, "handler", None), getattr(module, "client", None)
-    if handler is None or client is None:
-        missing = " and ".join(n for n, f in (("handler", handler), ("client", client)) if f is None)
-        hint = _guess(module)
-        raise DesignContractError(f"{label} defines no {missing}. {hint}{HOW_TO_WRAP}")
+    problems = [p for p in (_handler_problem(module, handler), _client_problem(module, client)) if p]
+    if problems:
+        raise DesignContractError(f"{label}: " + "\n".join(problems) + f"\n{HOW_TO_WRAP}")
     try:
         return Design(name, handler=handler, client=client,
                       serve_options=getattr(module, "SERVE_OPTIONS", None) or {},
@@ -154,10 +170,43 @@ def _import(text: str, label: str, path: Path | None, timeout_s: float) -> types
     return module
 
 
-def _guess(module: types.ModuleType) -> str:
+def _handler_problem(module: types.ModuleType, handler: object) -> str | None:
+    """What is wrong with the module's handler, or None."""
+    if handler is None:
+        return f"It defines no handler. {_guess_handler(module)}".strip()
+    try:
+        check_handler(handler)
+    except DesignContractError as exc:
+        return _sentence(exc)
+    return None
+
+
+def _client_problem(module: types.ModuleType, client: object) -> str | None:
+    """What is wrong with the module's client, or None."""
+    if client is None:
+        return ("It defines no client: " + (_guess_client(module) or
+                "write `async def client(app)`, or name your client class with a line "
+                "`client = YourClass`."))
+    try:
+        check_client(client)
+    except DesignContractError as exc:
+        return _sentence(exc)
+    return None
+
+
+def _sentence(exc: Exception) -> str:
+    text = str(exc)
+    return text if text.endswith(".") else f"{text}."
+
+
+def _own(module: types.ModuleType, predicate) -> list[tuple[str, object]]:
+    return [(n, f) for n, f in vars(module).items()
+            if predicate(f) and getattr(f, "__module__", None) == module.__name__]
+
+
+def _guess_handler(module: types.ModuleType) -> str:
     """A hint from what the module does define: functions that look like a handler."""
-    functions = [(n, f) for n, f in vars(module).items()
-                 if inspect.isfunction(f) and f.__module__ == module.__name__]
+    functions = _own(module, inspect.isfunction)
     one_arg = [n for n, f in functions
                if inspect.iscoroutinefunction(f) and len(inspect.signature(f).parameters) in (1, 2)
                and next(iter(inspect.signature(f).parameters), "") in ("websocket", "ws", "connection")]
@@ -170,3 +219,24 @@ def _guess(module: types.ModuleType) -> str:
     if functions:
         return f"It defines {', '.join(n for n, _ in functions)}. "
     return ""
+
+
+def _guess_client(module: types.ModuleType) -> str:
+    """A hint from what the module does define: a class that looks like a client."""
+    classes = [(n, c) for n, c in _own(module, inspect.isclass)
+               if any(callable(getattr(c, m, None)) for m in CLIENT_METHODS)
+               or "client" in n.lower()]
+    if not classes:
+        return ""
+    hints = []
+    for n, c in classes:
+        try:
+            check_client(c)
+        except DesignContractError as exc:
+            hints.append(f"it defines class {n}; to grade it, add the line `client = {n}`, "
+                         f"but first: {_sentence(exc)}")
+        else:
+            hints.append(f"it defines class {n}: to grade it as your client, add the line "
+                         f"`client = {n}` (the lab constructs {n}(uri, on_message=callback), "
+                         "calls start(), send(message) for each message, then stop()).")
+    return " ".join(hints)

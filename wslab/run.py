@@ -71,6 +71,9 @@ class Run:
     frames: dict[str, int] = field(default_factory=dict)
     metrics: Metrics = field(default_factory=Metrics)
     logs: list[dict[str, Any]] = field(default_factory=list)
+    # (t_s, client, blocked_s) for each send(message) a client object was called
+    # with: when, and how long it kept the producer waiting (wslab.contract).
+    send_blocked: list[tuple[float, int, float]] = field(default_factory=list)
 
     def log_lines(self) -> str:
         """What the design logged during the run, one JSON object per line."""
@@ -159,6 +162,7 @@ class Run:
         out["detection_s"] = self.detection_s
         out["errors"] = len(self.errors)
         out["tasks_left"] = self.tasks_left
+        out["peak_send_blocked_s"] = max((b for _, _, b in self.send_blocked), default=None)
         out["duration_s"] = round(self.duration_s, 3)
         out["wall_s"] = round(self.wall_s, 3)
         return out
@@ -190,6 +194,8 @@ class Run:
             ("peak queue (messages)", str(s["peak_queue"])),
             ("peak buffered (bytes)", f"{s['peak_buffered_bytes']:,}"),
             ("peak waiting in the application (messages)", str(s["peak_backlog"])),
+            *([("longest send() wait (s)", f"{s['peak_send_blocked_s']:.3f}")]
+              if s["peak_send_blocked_s"] is not None else []),
             ("reconnects", str(s["reconnects"])),
             ("connection attempts", str(s["connect_attempts"])),
             ("dead peer noticed after (s)", "–" if s["detection_s"] is None else

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from ..contract import Design
 from ..errors import DesignContractError, UnknownNameError
-from ..loader import load_design
+from ..loader import load_design, not_a_design_file
 from . import library_reconnect, naive, production
 
 DESIGNS: dict[str, Design] = {
@@ -26,6 +26,8 @@ def get_design(design: "str | Path | Design | object") -> Design:
     if isinstance(design, str):
         if design in DESIGNS:
             return DESIGNS[design]
+        if Path(design).suffix or Path(design).is_file():  # notes.txt, a file without .py
+            raise DesignContractError(not_a_design_file(design))
         raise UnknownNameError("design", design, list(DESIGNS))
     handler, client = getattr(design, "handler", None), getattr(design, "client", None)
     if handler is None or client is None:
