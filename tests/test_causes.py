@@ -265,3 +265,25 @@ def test_clients_are_grouped_in_ranges():
     cause = Cause("client", (0, 1, 2, 5, 7, 8), failure, "fix it", "02")
     assert cause.text() == "clients 0–2, 5, 7–8: ValueError at mine.py:7 `x = 1` → fix it — lesson 02"
     assert Cause("server", (3,), failure, "fix it", "02").who() == "server (client 3)"
+
+
+def test_a_task_group_failure_is_recorded_as_the_exception_inside_it():
+    async def client(app):
+        async def sender(websocket):
+            async for message in app.outgoing():
+                await websocket.send(message)
+                if message_id(message) == "u0.3":
+                    raise KeyError("no such field")  # the line inside the group
+
+        async with app.connect() as websocket, asyncio.TaskGroup() as group:
+            group.create_task(sender(websocket))
+
+    run = wslab.run(Design("grouped", handler=handler, client=client),
+                    workload=Workload(count=10, rate_per_s=100), faults=[], settle_s=0.3)
+    by_work = {f.work: f for f in run.task_exceptions if f.side == "client"}
+    assert set(by_work) == {"test_a_task_group_failure_is_recorded_as_the_exception_inside_it."
+                            "<locals>.client.<locals>.sender", "client"}
+    line = line_of(client, "the line inside the group")
+    assert all(f.kind == "KeyError" and f.where.line == line for f in by_work.values())
+    [cause] = causes(run)
+    assert cause.failure.work.endswith("sender") and cause.lesson == "02"

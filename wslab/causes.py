@@ -1,7 +1,7 @@
 """Causes: what ended each client's work, on which line, and the fix that a lesson teaches.
 
 Pure functions of a run's record (:attr:`~wslab.run.Run.task_exceptions`,
-``task_starts`` and ``client_events``), measured rather than read from source
+``task_starts`` and ``server_opens``), measured rather than read from source
 (reading source is :mod:`wslab.audit`'s job)::
 
     for cause in causes(run):
@@ -66,7 +66,7 @@ def _revoked(f: TaskException) -> bool:
 @dataclass(frozen=True)
 class Fix:
     """One row of :data:`FIXES`: when ``applies(failure, reconnected)`` (``reconnected``:
-    the client had opened a connection before), the ``advice`` (formatted with the
+    the client had been connected before), the ``advice`` (formatted with the
     failure's ``kind``, ``work``, ``error`` and ``closed``: the close code received) and
     the lesson that teaches it.
     ``advice=None`` means: not a cause (the failure is the consequence of another)."""
@@ -200,9 +200,9 @@ def causes(run: Run) -> list[Cause]:
 
 
 def _fix_of(run: Run, failure: TaskException) -> tuple[str | None, str | None]:
+    # Connected before: the server saw this client (however the client connects).
     reconnected = failure.side == "client" and any(
-        client == failure.client_id and event == "open" and t <= failure.t_s
-        for t, client, event in run.client_events)
+        client == failure.client_id and t <= failure.t_s for t, client in run.server_opens)
     for fix in FIXES:
         if fix.side in ("any", failure.side) and fix.applies(failure, reconnected):
             if fix.advice is None:

@@ -262,6 +262,11 @@ def _code_line(filename: str, line: int, function: str) -> CodeLine:
 
 def _task_exception(exc: BaseException, t: float, party: Party, work: str,
                     starts_before: int) -> TaskException:
+    while isinstance(exc, BaseExceptionGroup):  # a TaskGroup's: the first failure inside is the cause
+        inner = [e for e in exc.exceptions if not isinstance(e, asyncio.CancelledError)]
+        if not inner:
+            break
+        exc = inner[0]
     stack = []
     tb = exc.__traceback__
     while tb is not None:
