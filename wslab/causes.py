@@ -82,9 +82,9 @@ class Fix:
             lesson(self.lesson)  # a lesson that exists, or KeyError at import
 
 
-_CATCH_HANDSHAKE = ("catch handshake failures (websockets.exceptions.InvalidHandshake, which "
-                    "InvalidMessage and InvalidStatus are, and TimeoutError) as well as OSError "
-                    "and ConnectionClosed, and retry with backoff")
+_CATCH_HANDSHAKE = ("catch handshake failures (websockets.exceptions.InvalidHandshake, the base of "
+                    "InvalidMessage and InvalidStatus, and TimeoutError) as well as OSError and "
+                    "ConnectionClosed, and retry with backoff")
 
 # The causes the lab knows, the first that applies wins. Each names the fix and the lesson.
 FIXES: list[Fix] = [
@@ -105,8 +105,8 @@ FIXES: list[Fix] = [
         "knows what to do", "09"),
     Fix("handshake failure after a reconnection", "client",
         lambda f, reconnected: f.is_a(_HANDSHAKE) and reconnected,
-        "your reconnect loop ended on {kind} during the opening handshake (a server restarting, "
-        "or a proxy in front, resets it): " + _CATCH_HANDSHAKE, "03"),
+        "your reconnect loop ended on {kind} during the opening handshake: " + _CATCH_HANDSHAKE,
+        "03"),
     Fix("handshake failure", "client", lambda f, _: f.is_a(_HANDSHAKE),
         "connecting ended on {kind} during the opening handshake and nothing retried: "
         + _CATCH_HANDSHAKE, "03"),
