@@ -287,3 +287,27 @@ def test_a_task_group_failure_is_recorded_as_the_exception_inside_it():
     assert all(f.kind == "KeyError" and f.where.line == line for f in by_work.values())
     [cause] = causes(run)
     assert cause.failure.work.endswith("sender") and cause.lesson == "02"
+
+
+def test_a_handler_failure_is_a_server_side_cause():
+    async def checking_handler(websocket, app):
+        token = await websocket.recv()
+        async for message in websocket:
+            app.verify_token(token)  # the line of the expired token
+            await app.process(message)
+
+    async def client(app):
+        async with app.connect() as websocket:
+            await websocket.send(await app.fetch_token())
+            async for message in app.outgoing():
+                await websocket.send(message)
+
+    run = wslab.run(Design("checks", handler=checking_handler, client=client), "token_expiry")
+    by_side = {cause.side: cause for cause in causes(run)}
+    server = by_side["server"]
+    assert server.clients == (0, 1) and server.failure.kind == "TokenExpired"
+    assert server.lesson == "09" and server.advice.startswith("TokenExpired escaped the handler")
+    assert server.failure.where.line == line_of(checking_handler, "the line of the expired token")
+    assert server.text().startswith("server (clients 0–1): TokenExpired at ")
+    client_cause = by_side["client"]  # closed with 1011 by the failing handler: nothing reconnects
+    assert client_cause.lesson == "03" and "close code 1011" in client_cause.advice

@@ -32,24 +32,26 @@ from typing import Any
 from .course import lesson
 from .run import Run, TaskException
 
-__all__ = ["Cause", "FIXES", "Fix", "causes", "first_failures"]
+__all__ = ["Cause", "FIXES", "Fix", "causes", "first_failures", "opening"]
 
-_HANDSHAKE = "websockets.exceptions.InvalidHandshake"  # InvalidMessage, InvalidStatus, InvalidHeader...
+_HANDSHAKE = "websockets.exceptions.InvalidHandshake"  # InvalidMessage, InvalidStatus...
 _CLOSED = "websockets.exceptions.ConnectionClosed"
 _AUTH = "wslab.errors.AuthError"
 _REVOKED = "wslab.errors.TokenRevoked"
-_AUTH_CLOSE_CODES = {4401, 4403}  # authenticate again; forbidden (wslab.errors.AuthError.close_code)
+_AUTH_CLOSE_CODES = {4401, 4403}  # authenticate again; forbidden (AuthError.close_code)
 _AUTH_STATUSES = {401, 403}
 # Where websockets opens a connection (asyncio client, and the legacy one): a
 # frame there, other than the exit of ``async with``, means "while opening".
-_OPENING_FILES = {"websockets/asyncio/client.py": "connect.", "websockets/legacy/client.py": "Connect."}
+_OPENING_FILES = {"websockets/asyncio/client.py": "connect.",
+                  "websockets/legacy/client.py": "Connect."}
 
 
 def opening(failure: TaskException) -> bool:
     """Whether the exception came out of ``connect()`` opening a connection."""
     for frame in failure.stack:
         prefix = _OPENING_FILES.get(frame.file)
-        if prefix and frame.function.startswith(prefix) and not frame.function.endswith("__aexit__"):
+        if (prefix and frame.function.startswith(prefix)
+                and not frame.function.endswith("__aexit__")):
             return True
     return False
 

@@ -44,8 +44,8 @@ import random
 import site
 import sysconfig
 import traceback
-from pathlib import Path
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from .auth import TokenAuthority
@@ -242,7 +242,8 @@ def _place(filename: str) -> tuple[str, bool]:
     designs). Shown relative to the working directory (a library file: to its
     package root), or by its name when it lies elsewhere.
     """
-    if filename.startswith("<"):  # "<frozen ...>", "<string>"; pasted source: "<wslab.submissions.x>"
+    # "<frozen ...>", "<string>": not the design's; pasted source: "<wslab.submissions.x>"
+    if filename.startswith("<"):
         return filename, filename.startswith("<wslab.submissions.")
     path = Path(filename).resolve()
     if path.is_relative_to(_LAB_DIR):
@@ -257,12 +258,13 @@ def _place(filename: str) -> tuple[str, bool]:
 
 def _code_line(filename: str, line: int, function: str) -> CodeLine:
     shown, own = _place(filename)
-    return CodeLine(shown, line, function, linecache.getline(filename, line).strip() if own else "", own)
+    code = linecache.getline(filename, line).strip() if own else ""
+    return CodeLine(shown, line, function, code, own)
 
 
 def _task_exception(exc: BaseException, t: float, party: Party, work: str,
                     starts_before: int) -> TaskException:
-    while isinstance(exc, BaseExceptionGroup):  # a TaskGroup's: the first failure inside is the cause
+    while isinstance(exc, BaseExceptionGroup):  # a TaskGroup's: its first failure is the cause
         inner = [e for e in exc.exceptions if not isinstance(e, asyncio.CancelledError)]
         if not inner:
             break
@@ -275,7 +277,8 @@ def _task_exception(exc: BaseException, t: float, party: Party, work: str,
         tb = tb.tb_next
     rcvd = getattr(exc, "rcvd", None)  # websockets' ConnectionClosed: the close frame received
     response = getattr(exc, "response", None)  # websockets' InvalidStatus: the HTTP response
-    code = getattr(rcvd, "code", None) if rcvd is not None else getattr(response, "status_code", None)
+    code = (getattr(rcvd, "code", None) if rcvd is not None
+            else getattr(response, "status_code", None))
     return TaskException(round(t, 4), party[0], party[1], work, _one_line(exc), _kinds(type(exc)),
                          code if isinstance(code, int) else None, tuple(stack[-_MAX_FRAMES:]),
                          starts_before=starts_before)
@@ -284,7 +287,9 @@ def _task_exception(exc: BaseException, t: float, party: Party, work: str,
 def _definition(task: asyncio.Task) -> tuple[CodeLine, ...]:
     """Where the task's coroutine function is defined (its frames are gone once it returned)."""
     code = getattr(task.get_coro(), "cr_code", None)
-    return () if code is None else (_code_line(code.co_filename, code.co_firstlineno, code.co_qualname),)
+    if code is None:
+        return ()
+    return (_code_line(code.co_filename, code.co_firstlineno, code.co_qualname),)
 
 
 # random.*, as seen from a run ------------------------------------------------

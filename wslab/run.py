@@ -33,7 +33,9 @@ class DesignFailure:
 class CodeLine:
     """One frame of a traceback: where code was when an exception passed through it."""
 
-    file: str  # "sample.py", "tests/test_causes.py"; a library's from its package: "websockets/asyncio/client.py"
+    # "sample.py", "tests/test_causes.py"; a library's from its package root:
+    # "websockets/asyncio/client.py"
+    file: str
     line: int
     function: str
     code: str  # the line of source, stripped ("" when the file cannot be read)
@@ -61,11 +63,14 @@ class TaskException:
     client_id: int | None  # the lab client (the server side: the client of the connection)
     work: str  # "client", "server handler", or a task's coroutine: "Sensor.run"
     error: str  # "InvalidMessage: did not receive a valid HTTP response"
-    kinds: tuple[str, ...] = ()  # the exception's classes, most derived first: "websockets.exceptions.InvalidMessage", ...
-    code: int | None = None  # the close code received (ConnectionClosed) or the HTTP status (InvalidStatus)
+    # The exception's classes, most derived first: "websockets.exceptions.InvalidMessage", ...
+    kinds: tuple[str, ...] = ()
+    # The close code received (ConnectionClosed) or the HTTP status (InvalidStatus).
+    code: int | None = None
     stack: tuple[CodeLine, ...] = ()  # the traceback, outermost frame first
     swallowed_cancel: bool = False
-    starts_before: int = 0  # entries of ``Run.task_starts`` before it ended: later ones started after
+    # How many entries ``Run.task_starts`` had when it ended: the later ones started after.
+    starts_before: int = 0
 
     @property
     def kind(self) -> str:
