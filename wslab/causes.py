@@ -174,13 +174,7 @@ class Cause:
 def first_failures(run: Run) -> dict[tuple[str, int | None], TaskException]:
     """Each party's first failure that ended its work for good, and was a cause
     (see the module docstring), by ``(side, client)``, in order of time."""
-    first: dict[tuple[str, int | None], TaskException] = {}
-    for failure in sorted(run.task_exceptions, key=lambda f: f.t_s):
-        party = (failure.side, failure.client_id)
-        if party in first or _started_again(run, failure) or _fix_of(run, failure)[0] is None:
-            continue
-        first[party] = failure
-    return first
+    return {party: failure for party, (failure, _, _) in _first_causes(run).items()}
 
 
 def causes(run: Run) -> list[Cause]:
@@ -188,23 +182,42 @@ def causes(run: Run) -> list[Cause]:
     its fix (:data:`FIXES`), parties that failed alike on the same line grouped;
     the earliest first."""
     groups: dict[tuple, list[TaskException]] = {}
-    fixes: dict[tuple, tuple[str, str]] = {}
-    for failure in first_failures(run).values():
-        advice, number = _fix_of(run, failure)
+    for failure, advice, number in _first_causes(run).values():
         where = failure.where
         key = (failure.side, failure.kind, advice, number,
                (where.file, where.line) if where is not None else failure.work)
         groups.setdefault(key, []).append(failure)
-        fixes[key] = (advice, number)  # type: ignore[assignment]
     return [Cause(key[0], tuple(sorted((f.client_id for f in group), key=_client_order)),
-                  group[0], *fixes[key])
+                  group[0], key[2], key[3])
             for key, group in groups.items()]
 
 
-def _fix_of(run: Run, failure: TaskException) -> tuple[str | None, str | None]:
-    # Connected before: the server saw this client (however the client connects).
-    reconnected = failure.side == "client" and any(
-        client == failure.client_id and t <= failure.t_s for t, client in run.server_opens)
+def _first_causes(run: Run) -> dict[tuple[str, int | None], tuple[TaskException, str, str]]:
+    """Each party's first failure that counts, with its advice and lesson."""
+    last_start: dict[tuple[str, int | None, str], int] = {}  # (side, client, work) -> index
+    for index, (_, side, client, work) in enumerate(run.task_starts):
+        last_start[(side, client, work)] = index
+    first_open: dict[int | None, float] = {}  # client -> when the server first saw it
+    for t, client in run.server_opens:
+        first_open.setdefault(client, t)
+    found: dict[tuple[str, int | None], tuple[TaskException, str, str]] = {}
+    for failure in sorted(run.task_exceptions, key=lambda f: f.t_s):
+        party = (failure.side, failure.client_id)
+        if party in found:
+            continue
+        # Started again: the party ran the same coroutine function again after it ended.
+        if last_start.get((*party, failure.work), -1) >= failure.starts_before:
+            continue
+        # Connected before: the server saw this client (however the client connects).
+        reconnected = (failure.side == "client"
+                       and first_open.get(failure.client_id, float("inf")) <= failure.t_s)
+        advice, number = _fix_of(failure, reconnected)
+        if advice is not None and number is not None:
+            found[party] = (failure, advice, number)
+    return found
+
+
+def _fix_of(failure: TaskException, reconnected: bool) -> tuple[str | None, str | None]:
     for fix in FIXES:
         if fix.side in ("any", failure.side) and fix.applies(failure, reconnected):
             if fix.advice is None:
@@ -213,12 +226,6 @@ def _fix_of(run: Run, failure: TaskException) -> tuple[str | None, str | None]:
             return fix.advice.format(kind=failure.kind, work=_work_name(failure),
                                      error=failure.error, closed=closed), fix.lesson
     return None, None  # unreachable: the last rule applies to everything
-
-
-def _started_again(run: Run, failure: TaskException) -> bool:
-    """Whether the party started the same work (the same coroutine function) after it failed."""
-    return any(side == failure.side and client == failure.client_id and work == failure.work
-               for _, side, client, work in run.task_starts[failure.starts_before:])
 
 
 def _work_name(failure: TaskException) -> str:
