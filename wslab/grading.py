@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .audit import AuditReport, audit
+from .causes import Cause, causes
 from .clock import run_in_lab_loop_sync
 from .course import lesson
 from .designs import get_design
@@ -227,6 +228,11 @@ class ScenarioGrade:
             return [str(lesson("08"))]
         return list(dict.fromkeys(c.lesson for c in self.failures))
 
+    @property
+    def causes(self) -> list[Cause]:
+        """What ended the design's work in a failed run, with the fix (:mod:`wslab.causes`)."""
+        return causes(self.run) if self.run is not None and not self.passed else []
+
     def verdict(self) -> str:
         if self.error is not None:
             return f"did not finish: {self.error}"
@@ -296,6 +302,7 @@ class Scorecard:
             lines.append(f"  {mark}  {row.scenario:<{width}}  {row.verdict()}")
             for name in (row.lessons if not row.passed else []):
                 lines.append(f"  {'':4}  {'':<{width}}  → {name}")
+            lines.extend(f"  {'':4}  {'':<{width}}  cause: {text}" for text in _causes_shown(row))
         if self.audit is not None and self.audit.findings:
             lines.append(f"  audit (advice): {len(self.audit.findings)} finding(s): "
                          + ", ".join(sorted(set(self.audit.rules))))
@@ -312,6 +319,7 @@ class Scorecard:
             cells = "".join(f"<td>{html.escape(_cell(values.get(k)))}</td>" for k, _ in _COLUMNS)
             color = "#e6f4ea" if row.passed else "#fde8e8"
             fix = "<br>".join(html.escape(name) for name in row.lessons) if not row.passed else ""
+            fix += "".join(f"<br><i>cause</i>: {html.escape(text)}" for text in _causes_shown(row))
             body.append(f"<tr style='background:{color}'><th style='text-align:left'>"
                         f"{html.escape(row.scenario)}</th>{cells}"
                         f"<td style='text-align:left'>{html.escape(row.verdict())}</td>"
@@ -341,9 +349,21 @@ class Scorecard:
                             "passed": c.passed, "measured": c.measured,
                             "lesson": c.lesson} for c in row.checks],
                 "lessons": row.lessons,
+                "causes": [cause.to_json() for cause in row.causes],
             } for row in self.rows],
             "audit": self.audit.to_json() if self.audit is not None else None,
         }
+
+
+_CAUSES_SHOWN = 3  # per scenario, on the card; the JSON has them all
+
+
+def _causes_shown(row: ScenarioGrade) -> list[str]:
+    found = row.causes
+    shown = [cause.text() for cause in found[:_CAUSES_SHOWN]]
+    if len(found) > _CAUSES_SHOWN:
+        shown.append(f"... and {len(found) - _CAUSES_SHOWN} more (in the JSON)")
+    return shown
 
 
 @dataclass

@@ -23,7 +23,9 @@ Guarantees:
   cancellation makes the run raise :class:`~wslab.errors.DesignHangError`.
 - An exception in the design is a result, not a crash: it is recorded in
   ``run.errors``, as are the exceptions of fire-and-forget tasks nobody
-  awaited.
+  awaited; every exception that ended a piece of a client's or a handler's
+  work, handled later or not, is in ``run.task_exceptions`` (read by
+  :mod:`wslab.causes`).
 
 The pieces, as in Maelstrom: the network (:class:`~wslab.proxy.FaultProxy`),
 the faults as plain data deciding what happens when
@@ -50,7 +52,7 @@ from websockets.protocol import State
 
 from .auth import TokenAuthority
 from .clock import clock_of, run_in_lab_loop, run_in_lab_loop_sync
-from .context import RunContext, current_run, track_tasks
+from .context import RunContext, current_party, current_run, track_tasks
 from .contract import ClientApp, Design, ServerApp, _current_client, _Outbox
 from .designs import get_design
 from .errors import ConfigError, DesignHangError, RunTimeoutError
@@ -161,13 +163,15 @@ class LabServer:
     async def _handle(self, websocket: Any) -> None:
         match = _PATH.match(websocket.request.path)
         client_id = int(match.group(1)) if match else None
+        current_party.set(("server", client_id))  # this connection's task and what it starts
+        self.ctx.record_start(("server", client_id), "server handler")
         self.opens.append((round(self.ctx.now(), 6), client_id))
         self.live = {c for c in self.live if c.state is not State.CLOSED} | {websocket}
         app = ServerApp(self.ctx, client_id, self.down.get(client_id), self.state, self.store)
         try:
             await self.design.handler(websocket, app)
         except Exception as exc:
-            self.ctx.fail(f"server handler (client {client_id})", exc)
+            self.ctx.fail(f"server handler (client {client_id})", exc, work="server handler")
             raise
 
 
@@ -220,10 +224,12 @@ class _Clients:
 
 async def _client_main(ctx: RunContext, design: Design, app: ClientApp) -> None:
     _current_client.set(app)
+    current_party.set(("client", app.client_id))
+    ctx.record_start(("client", app.client_id), "client")
     try:
         await design.client_main(app)
     except Exception as exc:
-        ctx.fail(f"client {app.client_id}", exc)
+        ctx.fail(f"client {app.client_id}", exc, work="client")
 
 
 async def _produce(ctx: RunContext, outbox: _Outbox, prefix: str) -> None:
@@ -533,7 +539,8 @@ async def _execute(design: Design, scenario: Scenario, ctx: RunContext,
         ledger=ctx.ledger, clock=scenario.clock, duration_s=ctx.now(), wall_s=time.perf_counter() - wall_started,
         end_s=end_s,
         samples=sampler.samples, connections=list(proxy.events), server_opens=server.opens,
-        client_events=ctx.client_events, errors=ctx.errors, tasks_left=tasks_left,
+        client_events=ctx.client_events, errors=ctx.errors, task_exceptions=ctx.task_exceptions,
+        task_starts=ctx.task_starts, tasks_left=tasks_left,
         metrics=ctx.metrics, logs=ctx.logs,
         send_blocked=[(t, app.client_id, waited) for app in clients.apps
                       for t, waited in app.send_blocked],

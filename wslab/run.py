@@ -29,6 +29,65 @@ class DesignFailure:
     error: str  # "ConnectionClosedError: no close frame received or sent"
 
 
+@dataclass(frozen=True)
+class CodeLine:
+    """One frame of a traceback: where code was when an exception passed through it."""
+
+    # "sample.py", "tests/test_causes.py"; a library's from its package root:
+    # "websockets/asyncio/client.py"
+    file: str
+    line: int
+    function: str
+    code: str  # the line of source, stripped ("" when the file cannot be read)
+    own: bool  # the design's code (not the standard library, an installed package or the lab)
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}" + (f" `{self.code}`" if self.code else "")
+
+
+@dataclass(frozen=True)
+class TaskException:
+    """How one piece of the design's work ended, recorded the moment it ended:
+    a task it started, its client coroutine, or its handler for one connection.
+
+    Recorded whether or not the design later retrieves the exception (an
+    ``await``, ``gather(return_exceptions=True)``, a ``cancel()`` of the done
+    task): ``run.errors`` holds only the failures nobody handled, this holds
+    them all. A task cancelled is not recorded (cancellation is not a
+    failure); a task that *returned* after it was cancelled is, with
+    ``swallowed_cancel`` (it caught ``CancelledError`` and went on).
+    """
+
+    t_s: float
+    side: str  # "client" or "server": whose context started the work
+    client_id: int | None  # the lab client (the server side: the client of the connection)
+    work: str  # "client", "server handler", or a task's coroutine: "Sensor.run"
+    error: str  # "InvalidMessage: did not receive a valid HTTP response"
+    # The exception's classes, most derived first: "websockets.exceptions.InvalidMessage", ...
+    kinds: tuple[str, ...] = ()
+    # The close code received (ConnectionClosed) or the HTTP status (InvalidStatus).
+    code: int | None = None
+    stack: tuple[CodeLine, ...] = ()  # the traceback, outermost frame first
+    swallowed_cancel: bool = False
+    # How many entries ``Run.task_starts`` had when it ended: the later ones started after.
+    starts_before: int = 0
+
+    @property
+    def kind(self) -> str:
+        """The exception's class name: ``"InvalidMessage"``."""
+        return self.kinds[0].rsplit(".", 1)[-1] if self.kinds else "?"
+
+    @property
+    def where(self) -> CodeLine | None:
+        """The innermost frame in the design's own code: the line to look at."""
+        return next((frame for frame in reversed(self.stack) if frame.own), None)
+
+    def is_a(self, qualified_name: str) -> bool:
+        """Whether the exception is an instance of the class ``qualified_name``
+        (``"websockets.exceptions.InvalidHandshake"``, ``"builtins.OSError"``)."""
+        return qualified_name in self.kinds
+
+
 @dataclass
 class Run:
     """The record of one run: the ledger, samples over time, faults, errors.
@@ -45,6 +104,11 @@ class Run:
     ``(t, client)`` for every connection the server handler saw;
     ``client_events`` lists ``(t, client, "open" | "close")`` as each client's
     own connection objects saw them (teardown excluded).
+    ``errors`` are the design's failures nobody handled; ``task_exceptions``
+    (:class:`TaskException`) how every piece of its work that failed ended,
+    handled or not, and ``task_starts`` lists ``(t, side, client, work)`` for
+    every task the design started (both until the run stopped):
+    :mod:`wslab.causes` reads them.
 
     Every time is lab time, in the run's ``clock``. In virtual time the summary
     is a function of (design, scenario, seed, clients, clock), apart from the
@@ -67,6 +131,8 @@ class Run:
     server_opens: list[tuple[float, int | None]] = field(default_factory=list)
     client_events: list[tuple[float, int, str]] = field(default_factory=list)
     errors: list[DesignFailure] = field(default_factory=list)
+    task_exceptions: list[TaskException] = field(default_factory=list)
+    task_starts: list[tuple[float, str, int | None, str]] = field(default_factory=list)
     tasks_left: int = 0
     frames: dict[str, int] = field(default_factory=dict)
     metrics: Metrics = field(default_factory=Metrics)
