@@ -285,8 +285,9 @@ def test_a_task_group_failure_is_recorded_as_the_exception_inside_it():
                             "<locals>.client.<locals>.sender", "client"}
     line = line_of(client, "the line inside the group")
     assert all(f.kind == "KeyError" and f.where.line == line for f in by_work.values())
-    [cause] = causes(run)
-    assert cause.failure.work.endswith("sender") and cause.lesson == "02"
+    [cause] = causes(run)  # the outermost work, the client, with the line inside the group
+    assert cause.failure.work == "client" and cause.failure.where.line == line
+    assert cause.lesson == "02"
 
 
 def test_a_handler_failure_is_a_server_side_cause():

@@ -10,10 +10,12 @@ Pure functions of a run's record (:attr:`~wslab.run.Run.task_exceptions`,
     # reconnect loop ended on InvalidMessage during the opening handshake: ... — lesson 03
 
 :func:`first_failures` gives, for each party (a client, or the server's side
-of one client's connections), the first exception that ended a piece of its
-work for good: its client coroutine, its handler, or a task it started that
-it never started again (a reconnect loop that restarts its sender after a
-cut has recovered; one that died has not). :func:`causes` maps each to a fix
+of one client's connections), the exception that ended its work for good: of
+its client coroutine, its handler, and the tasks it started that it never
+started again (a reconnect loop that restarts its sender after a cut has
+recovered; one that died has not), the outermost, the one started first (the
+reconnect loop that died on a handshake, not the sender it had started, which
+ended on the cut before it). :func:`causes` maps each to a fix
 with :data:`FIXES`, the first rule that applies, and groups the clients that
 failed the same way on the same line.
 
@@ -172,8 +174,9 @@ class Cause:
 
 
 def first_failures(run: Run) -> dict[tuple[str, int | None], TaskException]:
-    """Each party's first failure that ended its work for good, and was a cause
-    (see the module docstring), by ``(side, client)``, in order of time."""
+    """Each party's failure that ended its work for good, and was a cause: that of
+    its outermost work (see the module docstring), by ``(side, client)``, in
+    order of time."""
     return {party: failure for party, (failure, _, _) in _first_causes(run).items()}
 
 
@@ -193,28 +196,35 @@ def causes(run: Run) -> list[Cause]:
 
 
 def _first_causes(run: Run) -> dict[tuple[str, int | None], tuple[TaskException, str, str]]:
-    """Each party's first failure that counts, with its advice and lesson."""
-    last_start: dict[tuple[str, int | None, str], int] = {}  # (side, client, work) -> index
+    """Each party's failure that counts, with its advice and lesson: of the pieces
+    of work that failed and were never started again, the outermost one (started
+    first; a reconnect loop rather than the sender it started), the earliest
+    failure if several started together."""
+    starts: dict[tuple[str, int | None, str], list[int]] = {}  # (side, client, work) -> indexes
     for index, (_, side, client, work) in enumerate(run.task_starts):
-        last_start[(side, client, work)] = index
+        starts.setdefault((side, client, work), []).append(index)
     first_open: dict[int | None, float] = {}  # client -> when the server first saw it
     for t, client in run.server_opens:
         first_open.setdefault(client, t)
-    found: dict[tuple[str, int | None], tuple[TaskException, str, str]] = {}
-    for failure in sorted(run.task_exceptions, key=lambda f: f.t_s):
+    found: dict[tuple[str, int | None], tuple[int, float, TaskException, str, str]] = {}
+    for failure in run.task_exceptions:
         party = (failure.side, failure.client_id)
-        if party in found:
-            continue
+        indexes = starts.get((*party, failure.work), [])
         # Started again: the party ran the same coroutine function again after it ended.
-        if last_start.get((*party, failure.work), -1) >= failure.starts_before:
+        if indexes and indexes[-1] >= failure.starts_before:
             continue
+        started = max((i for i in indexes if i < failure.starts_before), default=-1)
         # Connected before: the server saw this client (however the client connects).
         reconnected = (failure.side == "client"
                        and first_open.get(failure.client_id, float("inf")) <= failure.t_s)
         advice, number = _fix_of(failure, reconnected)
-        if advice is not None and number is not None:
-            found[party] = (failure, advice, number)
-    return found
+        if advice is None or number is None:
+            continue
+        candidate = (started, failure.t_s, failure, advice, number)
+        if party not in found or candidate[:2] < found[party][:2]:
+            found[party] = candidate
+    ordered = sorted(found.items(), key=lambda item: item[1][2].t_s)
+    return {party: (failure, advice, number) for party, (_, _, failure, advice, number) in ordered}
 
 
 def _fix_of(failure: TaskException, reconnected: bool) -> tuple[str | None, str | None]:
