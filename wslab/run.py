@@ -62,6 +62,14 @@ class Run:
     duration_s: float = 0.0  # lab seconds, from the start to the end of teardown
     wall_s: float = 0.0  # real seconds the run took (depends on the machine)
     end_s: float = 0.0
+    # The scenario's planned end (its settle window's end): a message first
+    # delivered after it is late. A run may go on past it, while messages are in
+    # flight, up to its horizon (``Scenario.horizon_s``).
+    planned_end_s: float = math.inf
+    # How the design used the lab's identity provider (lesson 09): tokens it asked
+    # for (``app.fetch_token``) and tokens it had checked (``app.verify_token``).
+    tokens_issued: int = 0
+    tokens_verified: int = 0
     samples: list[dict[str, Any]] = field(default_factory=list)
     connections: list[tuple[float, int | None, str]] = field(default_factory=list)
     server_opens: list[tuple[float, int | None]] = field(default_factory=list)
@@ -147,11 +155,10 @@ class Run:
         """The numbers that say how the design did (see :mod:`wslab.ledger`)."""
         out = {"design": self.design, "scenario": self.scenario, "seed": self.seed,
                "clients": self.clients, "clock": self.clock}
-        out.update(self.ledger.summary())
+        out.update(self.ledger.summary(late_after_s=self.planned_end_s))
         out["peak_buffered_bytes"] = max(
             (s["client_buffer"] + s["server_buffer"] + s["proxy_buffer"]
              for s in self.samples), default=0)
-        out["peak_backlog"] = max((s["producer_backlog"] for s in self.samples), default=0)
         out["reconnects"] = self.reconnects
         out["connect_attempts"] = self.connect_attempts
         recovery = self.recovery_s
@@ -181,6 +188,9 @@ class Run:
             ("sent", str(s["sent"])),
             ("delivered", str(s["delivered"])),
             ("lost", str(s["lost"])),
+            ("late (delivered after the planned end)", str(s["late"]) + (
+                "" if not s["late"] else
+                f", {s['late_s']['p50']:g} s after production (median), up to {s['late_s']['max']:g} s")),
             ("rejected (refused explicitly)", str(s["rejected"])),
             ("duplicated", str(s["duplicated"])),
             ("unexpected", str(s["unexpected"])),
@@ -189,7 +199,9 @@ class Run:
              " / ".join(fmt(lat[k]) for k in ("p50", "p95", "p99", "max"))),
             ("peak queue (messages)", str(s["peak_queue"])),
             ("peak buffered (bytes)", f"{s['peak_buffered_bytes']:,}"),
-            ("peak waiting in the application (messages)", str(s["peak_backlog"])),
+            ("peak waiting for the design (messages)",
+             f"{s['peak_backlog']}: {s['peak_backlog_in_design']} in the design, "
+             f"{s['peak_backlog_not_taken']} produced and not taken"),
             ("reconnects", str(s["reconnects"])),
             ("connection attempts", str(s["connect_attempts"])),
             ("dead peer noticed after (s)", "–" if s["detection_s"] is None else
