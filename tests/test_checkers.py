@@ -220,3 +220,22 @@ def test_a_design_that_delivers_everything_ten_seconds_late_is_late_not_lost():
     # without the grader's horizon the same run ends at its planned end, messages in flight
     plain = wslab.run(patient, "idle_black_hole")
     assert plain.summary()["lost"] >= 70 and plain.end_s < 4
+
+
+@pytest.mark.timeout(180)
+def test_the_storm_check_tells_full_jitter_from_retries_in_lockstep():
+    from dataclasses import replace
+
+    from wslab.designs.production import DEFAULT, design
+
+    lockstep = design("no jitter", replace(DEFAULT, backoff_jitter="none"))
+    shares = {}
+    for name, candidate in [("production", "production"), ("no jitter", lockstep),
+                            ("library_reconnect", "library_reconnect")]:
+        run = wslab.run(candidate, "reconnect_storm")
+        verdict = checkers.spread_out(run)
+        shares[name] = checkers.peak_attempts(run, 0.01, 0.8) / run.clients
+        assert verdict.valid is (name == "production"), (name, verdict)
+    # full jitter from [0, 50 ms]: about 0.3; every client in one window: 1 or more
+    assert shares["production"] < 0.4 and shares["no jitter"] == 1.0
+    assert shares["library_reconnect"] > 1.0  # an immediate retry, then the failed ones again

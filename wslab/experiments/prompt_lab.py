@@ -163,7 +163,7 @@ PREDICTS: dict[str, frozenset[str]] = {
     "keepalive-disabled": frozenset({"dead peer noticed"}),
     "no-reconnection": frozenset({"came back"}),
     "reconnect-without-backoff": frozenset({"backs off"}),
-    "reconnect-without-jitter": frozenset({"backs off"}),
+    "reconnect-without-jitter": frozenset({"spread out"}),  # retries land together
     "outdated-handler-signature": frozenset(),  # refused by the loader
     "asyncio-run-in-notebook": frozenset(),  # refused by the loader
     "shared-mutable-state": frozenset(),  # the lab runs one server process
