@@ -175,7 +175,8 @@ class Run:
     def __repr__(self) -> str:
         s = self.summary()
         return (f"<Run {self.design} × {self.scenario} (seed {self.seed}): sent {s['sent']}, "
-                f"delivered {s['delivered']}, lost {s['lost']}, duplicated {s['duplicated']}, "
+                f"delivered {s['delivered']}, lost {s['lost']}, late {s['late']}, "
+                f"duplicated {s['duplicated']}, "
                 f"out of order {s['out_of_order']}, peak queue {s['peak_queue']}>")
 
     def table(self) -> list[tuple[str, str]]:
