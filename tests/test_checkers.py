@@ -140,6 +140,19 @@ def test_every_scenario_checks_loss_duplicates_order_and_lateness():
             assert wslab.course.lesson(teacher)
 
 
+def test_graded_runs_settle_past_their_planned_end_and_real_time_settles_less():
+    from wslab.grading import GRADING_HORIZON_REAL_S, GRADING_HORIZON_S, _settling
+
+    base = wslab.SCENARIOS["idle_black_hole"]
+    graded = _settling(base)
+    assert base.horizon_s == 0 and base.horizon_end_s == base.planned_s  # a lesson's run
+    assert graded.horizon_end_s == base.planned_s + GRADING_HORIZON_S
+    assert graded.time_limit_s > graded.horizon_end_s  # the hard limit leaves room for it
+    assert _settling(base.with_(clock="real")).horizon_s == GRADING_HORIZON_REAL_S < GRADING_HORIZON_S
+    with pytest.raises(wslab.ConfigError, match="horizon_s"):
+        base.with_(horizon_s=-1)
+
+
 # Through the lab and the grader ------------------------------------------------------
 
 

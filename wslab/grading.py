@@ -40,12 +40,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .audit import AuditReport, audit
+from .checkers import (MAX_ATTEMPTS_PER_CLIENT, MAX_BURST_SHARE, MAX_DETECTION_S, MAX_QUEUE,
+                       REVOKE_GRACE_S, SCENARIO_CHECKS, Verdict, check, requirement)
 from .clock import run_in_lab_loop_sync
 from .course import lesson
 from .designs import get_design
 from .errors import ConfigError, RunError
-from .checkers import (MAX_ATTEMPTS_PER_CLIENT, MAX_BURST_SHARE, MAX_DETECTION_S, MAX_QUEUE,
-                       REVOKE_GRACE_S, SCENARIO_CHECKS, Verdict, check, requirement)
 from .lab import arun
 from .run import Run
 from .scenarios import SCENARIOS, Scenario, get_scenario
@@ -64,6 +64,7 @@ __all__ = ["CRITERIA", "Check", "Criterion", "Gradebook", "ScenarioGrade", "Scor
 # costs next to nothing; in real time it costs real seconds, so it is shorter.
 GRADING_HORIZON_S = 30.0
 GRADING_HORIZON_REAL_S = 5.0
+
 
 @dataclass(frozen=True)
 class Criterion:
@@ -336,7 +337,9 @@ class Gradebook:
             cells = []
             for row in card.rows:
                 color = "#e6f4ea" if row.passed else "#fde8e8"
-                text = "pass" if row.passed else row.verdict()
+                na = sum(not c.applicable for c in row.checks)
+                text = (("pass" + (f" ({na} not applicable)" if na else "")) if row.passed
+                        else row.verdict())
                 cells.append(f"<td style='background:{color}'>{html.escape(text)}</td>")
             body.append(f"<tr><th style='text-align:left'>{html.escape(card.design)}</th>"
                         f"{''.join(cells)}</tr>")
