@@ -226,5 +226,6 @@ def test_a_graded_sample_against_its_reading():
     card = book if isinstance(book, Scorecard) else book.cards[0]
     result = experiment.compare(card, experiment.audit_sample("queues_without_bound.py"))
     assert "bounded" in result.caught  # asyncio.Queue() without maxsize, measured
-    assert "revocation enforced" in result.missed  # no rule reads tokens
+    assert "no loss" in result.missed  # 85 pushes lost in slow_consumer: no rule predicts it
+    assert "revocation enforced" not in result.missed  # no tokens used: not applicable
     assert "receive-loop-no-shutdown" in result.no_consequence

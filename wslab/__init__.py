@@ -34,7 +34,7 @@ __all__ = [
 ]
 
 _LAZY = {"plots", "widgets", "exercises", "experiments", "prompts", "bench", "contract", "designs",
-         "audit", "course", "loader", "grading", "causes"}
+         "audit", "course", "loader", "grading", "causes", "checkers"}
 
 
 def __getattr__(name: str):

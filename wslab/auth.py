@@ -37,7 +37,8 @@ class TokenAuthority:
         self._secret = secret
         self.ttl_s = float(ttl_s)
         self.revoked: set[str] = set()
-        self.issued = 0
+        self.issued = 0  # tokens handed out
+        self.verified = 0  # verifications asked for, whatever their answer
 
     def _sign(self, payload: str) -> str:
         return hmac.new(self._secret, payload.encode(), hashlib.sha256).hexdigest()[:32]
@@ -54,6 +55,7 @@ class TokenAuthority:
 
     def verify(self, token: object, now_s: float) -> Claims:
         """The token's claims, or TokenInvalid / TokenExpired / TokenRevoked."""
+        self.verified += 1
         if not isinstance(token, str) or token.count(".") < 2:
             raise TokenInvalid("a token reads <subject>.<expires>.<signature>")
         payload, _, signature = token.rpartition(".")

@@ -7,9 +7,16 @@ each criterion passed or failed with the measured value, and for every
 failure the lesson that teaches the fix. Several designs at once give a
 :class:`Gradebook`, which also draws the designs × scenarios grid.
 
-The criteria are stated in :data:`CRITERIA`, one list per scenario; each is a
-robust fact about the run (nothing lost, at most N messages queued, every
-client back), never a timing to the millisecond. A run that does not finish
+The criteria are the checkers of :mod:`wslab.checkers` as each scenario
+composes them (:data:`CRITERIA`): loss, duplicates, order and lateness in every
+scenario, then the scenario's own. Each is a robust fact about the run
+(nothing lost, at most N messages waiting, every client back), never a timing
+to the millisecond, and answers pass, fail, or not applicable (with why: a
+design that never pushes from its server has no push to lose); a scenario
+passes when every applicable check passes, and the score counts only those.
+Every graded run settles for :data:`GRADING_HORIZON_S` past its planned end
+while messages are in flight: a message delivered then is late (the "on
+time" check), one not delivered by then is lost. A run that does not finish
 (the design hangs at teardown, or passes the time limit) fails its scenario
 with the reason; the grader goes on with the next one.
 
@@ -34,11 +41,12 @@ from typing import TYPE_CHECKING, Any
 
 from .audit import AuditReport, audit
 from .causes import Cause, causes
+from .checkers import (MAX_ATTEMPTS_PER_CLIENT, MAX_BURST_SHARE, MAX_DETECTION_S, MAX_QUEUE,
+                       REVOKE_GRACE_S, SCENARIO_CHECKS, Verdict, check, requirement)
 from .clock import run_in_lab_loop_sync
 from .course import lesson
 from .designs import get_design
 from .errors import ConfigError, RunError
-from .faults import Revoke
 from .lab import arun
 from .run import Run
 from .scenarios import SCENARIOS, Scenario, get_scenario
@@ -48,160 +56,71 @@ if TYPE_CHECKING:
 
     from .contract import Design
 
-# A design that bounds its queues holds at most this many messages accepted and
-# not yet processed while the producer outruns the consumer fourfold; an
-# unbounded one holds the whole backlog (about 380 in the overload scenarios).
-MAX_QUEUE = 256
-# A dead peer must be noticed (the connection closed on the client's side)
-# within this long after a black hole opens.
-MAX_DETECTION_S = 2.0
-# Connection attempts per client through the reconnect storm (the first connection
-# and the one that succeeds included): exponential backoff makes 4-5.2 through the
-# 0.4 s restart (measured), the library's reconnection 6.5-7, a fixed 50 ms retry
-# about 9. (Bursts per 10 ms are not graded: a loaded machine stalls the event loop
-# and fires many timers in one bucket, so that number measures the machine.)
-MAX_ATTEMPTS_PER_CLIENT = 6.0
-# A revoked client's messages produced this long after the revocation must not
-# be delivered (time for the server to notice the token).
-REVOKE_GRACE_S = 0.5
+__all__ = ["CRITERIA", "Check", "Criterion", "Gradebook", "ScenarioGrade", "Scorecard",
+           "agrade", "grade", "GRADING_HORIZON_S", "MAX_ATTEMPTS_PER_CLIENT", "MAX_BURST_SHARE",
+           "MAX_DETECTION_S", "MAX_QUEUE", "REVOKE_GRACE_S"]
+
+# Lab seconds past its planned end that a graded run goes on while messages are in
+# flight, so that late is told from lost: in virtual (or CPU-charged) time waiting
+# costs next to nothing; in real time it costs real seconds, so it is shorter.
+GRADING_HORIZON_S = 30.0
+GRADING_HORIZON_REAL_S = 5.0
 
 
 @dataclass(frozen=True)
 class Criterion:
-    """One stated requirement: ``measure(run)`` returns ``(passed, measured)``."""
+    """One checker of :mod:`wslab.checkers` as a scenario uses it: ``measure(run)``
+    returns its :class:`~wslab.checkers.Verdict` ``(valid, evidence, applicable)``.
+    A criterion of one's own gives ``check``, a function of the run returning
+    ``(valid, evidence)`` or a Verdict, in place of a checker's name."""
 
-    key: str  # "no loss"
+    key: str  # the checker's name: "no loss"
     text: str  # what must hold, for a person
     lesson: str  # the lesson number that teaches the fix
-    measure: Callable[[Run], tuple[bool, str]] = field(repr=False, compare=False)
+    check: Callable[[Run], Any] | None = field(default=None, repr=False, compare=False)
+    params: dict[str, Any] = field(default_factory=dict, compare=False)
+
+    def measure(self, run: Run) -> Verdict:
+        if self.check is not None:
+            return Verdict(*self.check(run))
+        return check(run, self.key, **self.params)
 
 
 def _nan(value: Any) -> bool:
     return isinstance(value, float) and math.isnan(value)
 
 
-def _no_loss(teacher: str) -> Criterion:
-    def measure(run: Run) -> tuple[bool, str]:
-        s = run.summary()
-        return s["lost"] == 0, f"{s['lost']} of {s['sent']} lost"
-    return Criterion("no loss", "every message delivered or explicitly refused", teacher, measure)
+def _criteria() -> dict[str, list[Criterion]]:
+    return {scenario: [Criterion(name, requirement(name, params), teacher, params=params)
+                       for name, teacher, params in uses]
+            for scenario, uses in SCENARIO_CHECKS.items()}
 
 
-def _no_duplicates(teacher: str = "10") -> Criterion:
-    def measure(run: Run) -> tuple[bool, str]:
-        d = run.summary()["duplicated"]
-        return d == 0, f"{d} duplicate deliveries"
-    return Criterion("no duplicates", "each message processed once", teacher, measure)
-
-
-def _in_order(teacher: str = "10") -> Criterion:
-    def measure(run: Run) -> tuple[bool, str]:
-        n = run.summary()["out_of_order"]
-        return n == 0, f"{n} out of order"
-    return Criterion("in order", "each sender's messages processed in order", teacher, measure)
-
-
-def _came_back(teacher: str = "03") -> Criterion:
-    def measure(run: Run) -> tuple[bool, str]:
-        r = run.recovery_s
-        if r is None:
-            return True, "no outage"
-        if _nan(r):
-            return False, "a client never came back"
-        return True, f"back {r:.2f} s after the outage"
-    return Criterion("came back", "every client reconnects after the outage", teacher, measure)
-
-
-def _bounded(teacher: str = "05") -> Criterion:
-    def measure(run: Run) -> tuple[bool, str]:
-        peak = run.summary()["peak_queue"]
-        return peak <= MAX_QUEUE, f"peak queue {peak} messages"
-    return Criterion("bounded", f"at most {MAX_QUEUE} messages accepted and not yet processed "
-                     "(the producer waits or is refused)", teacher, measure)
-
-
-def _noticed(teacher: str = "06") -> Criterion:
-    def measure(run: Run) -> tuple[bool, str]:
-        d = run.detection_s
-        if d is None or _nan(d):
-            return False, "the dead connection was still open (or closing) when the run ended"
-        return d <= MAX_DETECTION_S, f"noticed after {d:.2f} s"
-    return Criterion("dead peer noticed", f"a silently dead connection closed within "
-                     f"{MAX_DETECTION_S:g} s", teacher, measure)
-
-
-def _no_false_alarm(teacher: str = "06") -> Criterion:
-    def measure(run: Run) -> tuple[bool, str]:
-        n = run.summary()["reconnects"]
-        return n == 0, f"{n} reconnection(s)"
-    return Criterion("no false alarm", "a slow but live connection is not dropped", teacher,
-                     measure)
-
-
-def _nothing_left(teacher: str = "08") -> Criterion:
-    def measure(run: Run) -> tuple[bool, str]:
-        n = run.summary()["tasks_left"]
-        return n == 0, f"{n} task(s) left running"
-    return Criterion("nothing left running", "no task outlives the design's client and server",
-                     teacher, measure)
-
-
-def _revoked_refused(teacher: str = "09") -> Criterion:
-    def measure(run: Run) -> tuple[bool, str]:
-        revokes = [f for f in run.faults if isinstance(f, Revoke)]
-        late = 0
-        for fault in revokes:
-            for record in run.ledger.records.values():
-                client = _client_of(record.msg_id)
-                revoked = fault.clients is None or client in fault.clients
-                if revoked and record.produced_s > fault.start_s + REVOKE_GRACE_S and record.deliveries:
-                    late += 1
-        return late == 0, f"{late} message(s) of a revoked session delivered"
-    return Criterion("revocation enforced", "a revoked session's later messages are refused",
-                     teacher, measure)
-
-
-def _backs_off(teacher: str = "03") -> Criterion:
-    def measure(run: Run) -> tuple[bool, str]:
-        per_client = run.connect_attempts / run.clients
-        return (per_client <= MAX_ATTEMPTS_PER_CLIENT,
-                f"{per_client:.1f} connection attempts per client")
-    return Criterion("backs off", f"at most {MAX_ATTEMPTS_PER_CLIENT:g} connection attempts per "
-                     "client through the restart", teacher, measure)
-
-
-def _client_of(msg_id: str) -> int | None:
-    # "u3.17" -> 3 (see wslab.workload); None for ids of another shape
-    head = msg_id.split(".", 1)[0]
-    return int(head[1:]) if head[1:].isdigit() else None
-
-
-# Scenario name -> what a production design must show in it.
-CRITERIA: dict[str, list[Criterion]] = {
-    "network_interruption": [_no_loss("04"), _came_back(), _no_duplicates(), _in_order()],
-    "server_restart": [_no_loss("04"), _came_back(), _no_duplicates(), _in_order()],
-    "slow_consumer": [_no_loss("05"), _bounded()],
-    "queue_overflow": [_no_loss("05"), _bounded()],
-    "idle_black_hole": [_noticed(), _no_loss("06"), _came_back()],
-    "latency_spike": [_no_loss("04"), _no_false_alarm(), _no_duplicates()],
-    "lost_acknowledgements": [_no_loss("04"), _no_duplicates()],
-    "shutdown_in_flight": [_no_loss("08"), _came_back(), _nothing_left()],
-    "token_expiry": [_no_loss("09"), _revoked_refused(), _no_duplicates()],
-    "reconnect_storm": [_no_loss("04"), _came_back(), _backs_off()],
-}
+# Scenario name -> what a production design must show in it (from
+# wslab.checkers.SCENARIO_CHECKS).
+CRITERIA: dict[str, list[Criterion]] = _criteria()
 
 
 @dataclass(frozen=True)
 class Check:
-    """One criterion applied to one run."""
+    """One criterion applied to one run: ``passed`` True, False, or None (not
+    applicable, or unknown: ``applicable`` tells which), ``measured`` the evidence."""
 
     criterion: Criterion
-    passed: bool
+    passed: bool | None
     measured: str
+    applicable: bool = True
 
     @property
     def lesson(self) -> str:
         return str(lesson(self.criterion.lesson))
+
+    @property
+    def mark(self) -> str:
+        """"pass", "FAIL", "n/a" or "unknown"."""
+        if self.passed is None:
+            return "unknown" if self.applicable else "n/a"
+        return "pass" if self.passed else "FAIL"
 
 
 @dataclass
@@ -215,18 +134,27 @@ class ScenarioGrade:
 
     @property
     def passed(self) -> bool:
-        return self.error is None and all(c.passed for c in self.checks)
+        """Every applicable check passed (an unknown one does not pass)."""
+        return self.error is None and all(c.passed for c in self.applicable)
+
+    @property
+    def applicable(self) -> list[Check]:
+        """The checks that count: all but the not applicable ones."""
+        return [c for c in self.checks if c.applicable]
 
     @property
     def failures(self) -> list[Check]:
-        return [c for c in self.checks if not c.passed]
+        """The checks that failed or could not be decided (unknown)."""
+        return [c for c in self.applicable if not c.passed]
 
     @property
     def lessons(self) -> list[str]:
-        """The lessons that teach the fixes, first failure first, each once."""
+        """The lessons that teach the fixes, each once: those of the measured causes
+        first (what ended the design's work), then those of the failed checks."""
         if self.error is not None:
             return [str(lesson("08"))]
-        return list(dict.fromkeys(c.lesson for c in self.failures))
+        return list(dict.fromkeys([*(str(lesson(c.lesson)) for c in self.causes),
+                                   *(c.lesson for c in self.failures)]))
 
     @property
     def causes(self) -> list[Cause]:
@@ -245,14 +173,20 @@ class ScenarioGrade:
         if self.run is None:
             return {}
         s = self.run.summary()
-        return {k: s[k] for k in ("sent", "lost", "rejected", "duplicated", "out_of_order",
-                                  "peak_queue", "detection_s", "recovery_s", "reconnects",
-                                  "connect_attempts", "tasks_left", "errors")}
+        out = {k: s[k] for k in ("sent", "lost", "late", "rejected", "duplicated", "out_of_order",
+                                 "peak_queue", "peak_backlog", "detection_s", "recovery_s",
+                                 "reconnects", "connect_attempts", "tasks_left", "errors")}
+        out["late_max_s"] = s["late_s"]["max"]
+        if any(c.criterion.key == "no loss" and not c.applicable for c in self.checks):
+            for key in ("lost", "late", "late_max_s", "peak_backlog"):
+                out[key] = None  # out of the design's scope: nothing to count (see the checks)
+        return out
 
 
-_COLUMNS = [("lost", "lost"), ("duplicated", "dup"), ("out_of_order", "out of order"),
-            ("peak_queue", "peak queue"), ("detection_s", "dead peer noticed (s)"),
-            ("recovery_s", "back after (s)"), ("tasks_left", "tasks left")]
+_COLUMNS = [("lost", "lost"), ("late", "late"), ("duplicated", "dup"),
+            ("out_of_order", "out of order"), ("peak_backlog", "peak waiting"),
+            ("detection_s", "dead peer noticed (s)"), ("recovery_s", "back after (s)"),
+            ("tasks_left", "tasks left")]
 
 
 def _cell(value: Any) -> str:
@@ -293,16 +227,28 @@ class Scorecard:
         """Every lesson that teaches a fix this design needs, in course order."""
         return sorted({name for row in self.rows for name in row.lessons})
 
+    def score(self) -> tuple[int, int, int]:
+        """``(passed, applicable, not applicable)`` checks over every scenario that ran."""
+        checks = [c for row in self.rows for c in row.checks]
+        applicable = [c for c in checks if c.applicable]
+        return sum(bool(c.passed) for c in applicable), len(applicable), len(checks) - len(applicable)
+
     def text(self) -> str:
         passed = sum(row.passed for row in self.rows)
-        lines = [f"{self.design}: {passed} of {len(self.rows)} scenarios passed"]
+        ok, applicable, na = self.score()
+        lines = [f"{self.design}: {passed} of {len(self.rows)} scenarios passed; "
+                 f"{ok} of {applicable} applicable checks passed"
+                 + (f" ({na} not applicable)" if na else "")]
         width = max(len(row.scenario) for row in self.rows)
         for row in self.rows:
             mark = "PASS" if row.passed else "FAIL"
-            lines.append(f"  {mark}  {row.scenario:<{width}}  {row.verdict()}")
+            lines.append(f"  {mark}  {row.scenario:<{width}}"
+                         + (f"  did not finish: {row.error}" if row.error is not None else ""))
+            for c in row.checks:
+                lines.append(f"  {'':4}    {c.mark:<7} {c.criterion.key}: {c.measured}")
             for name in (row.lessons if not row.passed else []):
-                lines.append(f"  {'':4}  {'':<{width}}  → {name}")
-            lines.extend(f"  {'':4}  {'':<{width}}  cause: {text}" for text in _causes_shown(row))
+                lines.append(f"  {'':4}    → {name}")
+            lines.extend(f"  {'':4}    cause: {text}" for text in _causes_shown(row))
         if self.audit is not None and self.audit.findings:
             lines.append(f"  audit (advice): {len(self.audit.findings)} finding(s): "
                          + ", ".join(sorted(set(self.audit.rules))))
@@ -320,11 +266,15 @@ class Scorecard:
             color = "#e6f4ea" if row.passed else "#fde8e8"
             fix = "<br>".join(html.escape(name) for name in row.lessons) if not row.passed else ""
             fix += "".join(f"<br><i>cause</i>: {html.escape(text)}" for text in _causes_shown(row))
+            checks = (html.escape(f"did not finish: {row.error}") if row.error is not None else
+                      "<br>".join(f"<b>{c.mark}</b> {html.escape(c.criterion.key)}: "
+                                  f"{html.escape(c.measured)}" for c in row.checks))
             body.append(f"<tr style='background:{color}'><th style='text-align:left'>"
                         f"{html.escape(row.scenario)}</th>{cells}"
-                        f"<td style='text-align:left'>{html.escape(row.verdict())}</td>"
+                        f"<td style='text-align:left'>{checks}</td>"
                         f"<td style='text-align:left'>{fix}</td></tr>")
         passed = sum(row.passed for row in self.rows)
+        ok, applicable, na = self.score()
         audit_line = ""
         if self.audit is not None:
             audit_line = (f"<p>Audit (advice, not graded): "
@@ -332,7 +282,9 @@ class Scorecard:
                           + (": " + html.escape(", ".join(sorted(set(self.audit.rules))))
                              if self.audit.findings else "") + "</p>")
         return (f"<p><b>{html.escape(self.design)}</b>: {passed} of {len(self.rows)} scenarios "
-                f"passed</p><table><thead><tr><th>scenario</th>{head}<th>verdict</th>"
+                f"passed; {ok} of {applicable} applicable checks passed"
+                + (f" ({na} not applicable)" if na else "")
+                + f"</p><table><thead><tr><th>scenario</th>{head}<th>checks</th>"
                 f"<th>lesson for the fix</th></tr></thead><tbody>{''.join(body)}</tbody></table>"
                 + audit_line)
 
@@ -340,14 +292,16 @@ class Scorecard:
         def clean(value: Any) -> Any:
             return None if _nan(value) else value
 
+        ok, applicable, na = self.score()
         return {
             "design": self.design, "passed": self.passed,
+            "checks_passed": ok, "checks_applicable": applicable, "checks_not_applicable": na,
             "scenarios": [{
                 "scenario": row.scenario, "passed": row.passed, "error": row.error,
                 "measured": {k: clean(v) for k, v in row.measured().items()},
                 "checks": [{"criterion": c.criterion.key, "requires": c.criterion.text,
-                            "passed": c.passed, "measured": c.measured,
-                            "lesson": c.lesson} for c in row.checks],
+                            "passed": c.passed, "applicable": c.applicable, "status": c.mark,
+                            "measured": c.measured, "lesson": c.lesson} for c in row.checks],
                 "lessons": row.lessons,
                 "causes": [cause.to_json() for cause in row.causes],
             } for row in self.rows],
@@ -405,7 +359,9 @@ class Gradebook:
             cells = []
             for row in card.rows:
                 color = "#e6f4ea" if row.passed else "#fde8e8"
-                text = "pass" if row.passed else row.verdict()
+                na = sum(not c.applicable for c in row.checks)
+                text = (("pass" + (f" ({na} not applicable)" if na else "")) if row.passed
+                        else row.verdict())
                 cells.append(f"<td style='background:{color}'>{html.escape(text)}</td>")
             body.append(f"<tr><th style='text-align:left'>{html.escape(card.design)}</th>"
                         f"{''.join(cells)}</tr>")
@@ -497,14 +453,24 @@ async def _grade_scenario(design: "Design", scenario: Scenario, progress: _Progr
     step_s = scenario.planned_s + 0.5
     async with slots:
         try:
-            run = await arun(design, scenario,
+            run = await arun(design, _settling(scenario),
                              progress=lambda f: progress.update(label, f, step_s))
         except RunError as exc:
             return ScenarioGrade(scenario.name, None, [], error=str(exc))
         finally:
             progress.update(label, 1.0, step_s)
-    checks = [Check(c, *c.measure(run)) for c in CRITERIA.get(scenario.name, [])]
-    return ScenarioGrade(scenario.name, run, checks)
+    return ScenarioGrade(scenario.name, run, checks_of(run, scenario.name))
+
+
+def checks_of(run: Run, scenario: str | None = None) -> list[Check]:
+    """The criteria of ``scenario`` (``run.scenario`` by default) applied to ``run``."""
+    return [Check(c, *c.measure(run)) for c in CRITERIA.get(scenario or run.scenario, [])]
+
+
+def _settling(scenario: Scenario) -> Scenario:
+    """``scenario`` as the grader runs it: settling past its planned end (late, not lost)."""
+    return scenario.settling(GRADING_HORIZON_REAL_S if scenario.clock == "real"
+                             else GRADING_HORIZON_S)
 
 
 async def agrade(*designs: Any, scenarios: "Sequence[str | Scenario] | None" = None,

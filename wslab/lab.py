@@ -13,9 +13,10 @@ Guarantees:
   in real seconds: past either, :class:`~wslab.errors.RunTimeoutError`, never
   a hang of the caller.
 - A run ends as soon as every message was produced, the last fault window has
-  closed and nothing is outstanding (the ledger says so), or at its planned
-  end (``Scenario.planned_s``), whichever comes first; it ends on a sample,
-  so its last sample shows the state it ended in.
+  closed and nothing is outstanding (the ledger says so), or at its horizon
+  (``Scenario.horizon_end_s``: the planned end, plus ``horizon_s`` lab seconds
+  of settling that the grader asks for), whichever comes first; it ends on a
+  sample, so its last sample shows the state it ended in.
 - When the run returns or raises, nothing it started is left: the clients'
   tasks are cancelled, the server and the proxy are closed with all their
   sockets, and every task the design started (tracked through the event
@@ -338,8 +339,8 @@ async def _until_over(ctx: RunContext, scenario: Scenario, producers: list[async
     """Wait until the run is over and return when it ended.
 
     Over: every message produced, the last fault window closed and nothing
-    outstanding (the ledger signals it), or the planned end, whichever comes
-    first. The run ends on the first sample taken once it is over, so its last
+    outstanding (the ledger signals it), or the horizon (the planned end plus
+    ``Scenario.horizon_s``), whichever comes first. The run ends on the first sample taken once it is over, so its last
     sample shows the state it ended in and ``end_s`` lies on the sampling grid.
     """
     drive_until = max(ctx.workload.production_s, scenario.faults.last_end_s)
@@ -348,7 +349,7 @@ async def _until_over(ctx: RunContext, scenario: Scenario, producers: list[async
     accounted = ctx.accounted_for()
     try:
         return await sampler.first(
-            lambda t: t >= scenario.planned_s or (t >= drive_until and accounted.done()))
+            lambda t: t >= scenario.horizon_end_s or (t >= drive_until and accounted.done()))
     finally:
         accounted.cancel()
 
@@ -537,7 +538,8 @@ async def _execute(design: Design, scenario: Scenario, ctx: RunContext,
         design=design.name, scenario=scenario.name, seed=scenario.seed,
         clients=scenario.clients, workload=workload, faults=scenario.faults,
         ledger=ctx.ledger, clock=scenario.clock, duration_s=ctx.now(), wall_s=time.perf_counter() - wall_started,
-        end_s=end_s,
+        end_s=end_s, planned_end_s=scenario.planned_s,
+        tokens_issued=ctx.auth.issued, tokens_verified=ctx.auth.verified,
         samples=sampler.samples, connections=list(proxy.events), server_opens=server.opens,
         client_events=ctx.client_events, errors=ctx.errors, task_exceptions=ctx.task_exceptions,
         task_starts=ctx.task_starts, tasks_left=tasks_left,

@@ -18,7 +18,14 @@ total-queue checker:
 - ``out_of_order``: first deliveries of a message after a later message of
   the same source (client and stream) had already been delivered;
 - ``peak_queue``: the most messages at once that a design had accepted and
-  not yet delivered (wherever they were: a queue, a buffer, the network).
+  not yet delivered (wherever they were: a queue, a buffer, the network);
+- ``late``: messages first delivered after ``late_after_s`` (the planned end of
+  the run), with ``late_s``, the p50 / max of their production-to-delivery time
+  (None when nothing was late);
+- ``peak_backlog``: the most messages at once produced and not yet processed,
+  split at that moment into those the design held (``peak_backlog_in_design``)
+  and those it had not taken yet (``peak_backlog_not_taken``): for a design
+  that pulls its messages, what waits to be pulled is its buffer too.
 """
 
 from __future__ import annotations
@@ -134,10 +141,50 @@ class Ledger:
                 highest[source] = seq
         return late
 
-    def queue_series(self) -> tuple[list[float], list[int]]:
-        """Messages accepted and not yet delivered (nor rejected), as a step series."""
+    def backlog_peak(self, include: Callable[[str], bool] | None = None) -> tuple[int, int]:
+        """The most messages at once produced and neither processed nor refused, as
+        ``(held by the design, not taken by it yet)`` at that moment; only the ids
+        for which ``include(msg_id)`` is true, when given. A message never
+        processed waits until the end of the record."""
+        steps: list[tuple[float, int, int, int]] = []  # (t, order, d_held, d_not_taken)
+        for r in self.records.values():
+            if include is not None and not include(r.msg_id):
+                continue
+            end = r.deliveries[0] if r.deliveries else r.rejected_s
+            taken = r.accepted_s if r.accepted_s is not None and (end is None or r.accepted_s < end) else end
+            if taken is None or taken > r.produced_s:
+                steps.append((r.produced_s, 1, 0, +1))
+                if taken is not None:
+                    steps.append((taken, 0, 0, -1))
+            if taken is not None and r.accepted_s == taken and (end is None or end > taken):
+                steps.append((taken, 1, +1, 0))
+                if end is not None:
+                    steps.append((end, 0, -1, 0))
+        # At the same instant departures (order 0) before arrivals: a zero-length
+        # overlap is not a backlog.
+        steps.sort(key=lambda s: (s[0], s[1]))
+        held = not_taken = 0
+        peak = (0, 0)
+        for _, _, d_held, d_not_taken in steps:
+            held, not_taken = held + d_held, not_taken + d_not_taken
+            if held + not_taken > sum(peak):
+                peak = (held, not_taken)
+        return peak
+
+    def late(self, after_s: float) -> list[tuple[str, float]]:
+        """``(msg_id, production-to-first-delivery seconds)`` of every message first
+        delivered after ``after_s``, by delay."""
+        return sorted(((r.msg_id, r.deliveries[0] - r.produced_s) for r in self.records.values()
+                       if r.deliveries and r.deliveries[0] > after_s), key=lambda x: x[1])
+
+    def queue_series(self, include: Callable[[str], bool] | None = None
+                     ) -> tuple[list[float], list[int]]:
+        """Messages accepted and not yet delivered (nor rejected), as a step series;
+        only the ids for which ``include(msg_id)`` is true, when given."""
         steps: list[tuple[float, int]] = []
         for r in self.records.values():
+            if include is not None and not include(r.msg_id):
+                continue
             if r.accepted_s is None:
                 continue
             end = r.deliveries[0] if r.deliveries else r.rejected_s
@@ -157,9 +204,12 @@ class Ledger:
             depth.append(level)
         return times, depth
 
-    def summary(self) -> dict:
-        """The checker's verdict as plain numbers (see the module docstring)."""
+    def summary(self, late_after_s: float = math.inf) -> dict:
+        """The record as plain numbers (see the module docstring); a message first
+        delivered after ``late_after_s`` is late."""
         records = self.records.values()
+        late = [delay for _, delay in self.late(late_after_s)]
+        held, not_taken = self.backlog_peak()
         latencies = self.latencies_s()
         delivered = sum(1 for r in records if r.deliveries)
         return {
@@ -175,5 +225,12 @@ class Ledger:
                 for name, q in (("p50", 50), ("p95", 95), ("p99", 99), ("max", 100))
             },
             "peak_queue": max(self.queue_series()[1]),
+            "late": len(late),
+            # None when nothing was late (never nan: a summary equals itself)
+            "late_s": {name: round(percentile(late, q), 3) if late else None
+                       for name, q in (("p50", 50), ("max", 100))},
+            "peak_backlog": held + not_taken,
+            "peak_backlog_in_design": held,
+            "peak_backlog_not_taken": not_taken,
         }
 

@@ -126,6 +126,14 @@ class Run:
     duration_s: float = 0.0  # lab seconds, from the start to the end of teardown
     wall_s: float = 0.0  # real seconds the run took (depends on the machine)
     end_s: float = 0.0
+    # The scenario's planned end (its settle window's end): a message first
+    # delivered after it is late. A run may go on past it, while messages are in
+    # flight, up to its horizon (``Scenario.horizon_s``).
+    planned_end_s: float = math.inf
+    # How the design used the lab's identity provider (lesson 09): tokens it asked
+    # for (``app.fetch_token``) and tokens it had checked (``app.verify_token``).
+    tokens_issued: int = 0
+    tokens_verified: int = 0
     samples: list[dict[str, Any]] = field(default_factory=list)
     connections: list[tuple[float, int | None, str]] = field(default_factory=list)
     server_opens: list[tuple[float, int | None]] = field(default_factory=list)
@@ -216,11 +224,10 @@ class Run:
         """The numbers that say how the design did (see :mod:`wslab.ledger`)."""
         out = {"design": self.design, "scenario": self.scenario, "seed": self.seed,
                "clients": self.clients, "clock": self.clock}
-        out.update(self.ledger.summary())
+        out.update(self.ledger.summary(late_after_s=self.planned_end_s))
         out["peak_buffered_bytes"] = max(
             (s["client_buffer"] + s["server_buffer"] + s["proxy_buffer"]
              for s in self.samples), default=0)
-        out["peak_backlog"] = max((s["producer_backlog"] for s in self.samples), default=0)
         out["reconnects"] = self.reconnects
         out["connect_attempts"] = self.connect_attempts
         recovery = self.recovery_s
@@ -238,7 +245,8 @@ class Run:
     def __repr__(self) -> str:
         s = self.summary()
         return (f"<Run {self.design} × {self.scenario} (seed {self.seed}): sent {s['sent']}, "
-                f"delivered {s['delivered']}, lost {s['lost']}, duplicated {s['duplicated']}, "
+                f"delivered {s['delivered']}, lost {s['lost']}, late {s['late']}, "
+                f"duplicated {s['duplicated']}, "
                 f"out of order {s['out_of_order']}, peak queue {s['peak_queue']}>")
 
     def table(self) -> list[tuple[str, str]]:
@@ -251,6 +259,9 @@ class Run:
             ("sent", str(s["sent"])),
             ("delivered", str(s["delivered"])),
             ("lost", str(s["lost"])),
+            ("late (delivered after the planned end)", str(s["late"]) + (
+                "" if not s["late"] else
+                f", {s['late_s']['p50']:g} s after production (median), up to {s['late_s']['max']:g} s")),
             ("rejected (refused explicitly)", str(s["rejected"])),
             ("duplicated", str(s["duplicated"])),
             ("unexpected", str(s["unexpected"])),
@@ -259,7 +270,9 @@ class Run:
              " / ".join(fmt(lat[k]) for k in ("p50", "p95", "p99", "max"))),
             ("peak queue (messages)", str(s["peak_queue"])),
             ("peak buffered (bytes)", f"{s['peak_buffered_bytes']:,}"),
-            ("peak waiting in the application (messages)", str(s["peak_backlog"])),
+            ("peak waiting for the design (messages)",
+             f"{s['peak_backlog']}: {s['peak_backlog_in_design']} in the design, "
+             f"{s['peak_backlog_not_taken']} produced and not taken"),
             *([("longest send() wait (s)", f"{s['peak_send_blocked_s']:.3f}")]
               if s["peak_send_blocked_s"] is not None else []),
             ("reconnects", str(s["reconnects"])),

@@ -3,8 +3,13 @@
 Time is scaled down: a run takes a few seconds of lab time, outages last
 tenths of a second, in virtual lab time (:mod:`wslab.clock`): the same
 result on any machine. Lesson 03 runs its storms with the CPU-charged clock,
-where handshakes cost what they cost. Every scenario ends ``settle_s`` after its last message was produced
-and its last fault window closed; a message not delivered by then is lost.
+where handshakes cost what they cost. Every scenario plans to end ``settle_s``
+after its last message was produced and its last fault window closed
+(:attr:`Scenario.planned_s`). A run ends there, or ``horizon_s`` later while
+messages are still in flight: a message delivered after the planned end is
+late, one neither delivered nor refused by the end of the run is lost. The
+grader gives every run a generous horizon (:meth:`Scenario.settling`); in
+virtual time the wait costs next to nothing.
 """
 
 from __future__ import annotations
@@ -33,6 +38,8 @@ class Scenario:
     time_limit_s: float = 30.0
     token_ttl_s: float = 3600.0  # how long the lab's tokens live (lesson 09)
     clock: str = "virtual"  # which clock the run keeps (wslab.clock.CLOCKS)
+    # Lab seconds past the planned end a run goes on while messages are in flight.
+    horizon_s: float = 0.0
 
     def __post_init__(self) -> None:
         if not isinstance(self.faults, FaultPlan):
@@ -45,6 +52,8 @@ class Scenario:
             raise ConfigError(f"settle_s must be seconds >= 0, got {self.settle_s!r}")
         if not isinstance(self.token_ttl_s, (int, float)) or self.token_ttl_s <= 0:
             raise ConfigError(f"token_ttl_s must be seconds > 0, got {self.token_ttl_s!r}")
+        if not isinstance(self.horizon_s, (int, float)) or self.horizon_s < 0:
+            raise ConfigError(f"horizon_s must be seconds >= 0, got {self.horizon_s!r}")
         check_clock(self.clock)
         if not isinstance(self.time_limit_s, (int, float)) or self.time_limit_s <= 0:
             raise ConfigError(f"time_limit_s must be seconds > 0, got {self.time_limit_s!r}")
@@ -55,8 +64,19 @@ class Scenario:
 
     @property
     def planned_s(self) -> float:
-        """How long the run drives traffic at most, before teardown."""
+        """When the run is planned to end: a message delivered later is late."""
         return max(self.workload.production_s, self.faults.last_end_s) + self.settle_s
+
+    @property
+    def horizon_end_s(self) -> float:
+        """When the run ends at the latest: a message not delivered by then is lost."""
+        return self.planned_s + self.horizon_s
+
+    def settling(self, horizon_s: float) -> "Scenario":
+        """A copy that goes on up to ``horizon_s`` past its planned end while messages
+        are in flight, its hard time limit raised to leave room for that."""
+        longer = self.with_(horizon_s=horizon_s)
+        return longer.with_(time_limit_s=max(self.time_limit_s, longer.horizon_end_s + 10.0))
 
 
 def _scenarios() -> dict[str, Scenario]:

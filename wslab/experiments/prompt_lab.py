@@ -162,8 +162,8 @@ PREDICTS: dict[str, frozenset[str]] = {
     "no-keepalive-settings": frozenset({"dead peer noticed"}),
     "keepalive-disabled": frozenset({"dead peer noticed"}),
     "no-reconnection": frozenset({"came back"}),
-    "reconnect-without-backoff": frozenset({"backs off"}),
-    "reconnect-without-jitter": frozenset({"backs off"}),
+    "reconnect-without-backoff": frozenset({"backs off", "spread out"}),  # a literal delay: no jitter either
+    "reconnect-without-jitter": frozenset({"spread out"}),  # retries land together
     "outdated-handler-signature": frozenset(),  # refused by the loader
     "asyncio-run-in-notebook": frozenset(),  # refused by the loader
     "shared-mutable-state": frozenset(),  # the lab runs one server process
