@@ -40,8 +40,9 @@ Outage flavours. A client that tries to come back during an outage does not
 always meet the same failure (:data:`wslab.faults.FLAVOURS`): refused, reset
 during the handshake, ``503`` from a load balancer, or silence.
 :func:`reconnect_loop` is the loop assistants write, with the exceptions it
-catches as a parameter; :data:`NARROW_CATCH` and :data:`BROAD_CATCH` are the
-two versions; :func:`flavour_outage` is a one-flavour outage and
+catches as a parameter; :func:`lesson_loops` gives the two versions (catching
+:data:`NARROW_CATCH`, and :data:`BROAD_CATCH` with a shorter ``open_timeout``);
+:func:`flavour_outage` is a one-flavour outage and
 :func:`meet_flavours` runs each loop against each flavour, in virtual time
 (a silent attempt waits ``open_timeout``, 10 s by default: in lab time that is
 free).
@@ -418,12 +419,12 @@ def reconnect_loop(catches: tuple[type[BaseException], ...], *, name: str,
     return Design(name, handler=handler, client=client)
 
 
-# The lesson's two loops: the one assistants write (websockets' default open_timeout,
-# 10 s) and the better one (handshake failures caught, a silent attempt given up in 2 s).
-LOOPS: dict[str, Design] = {
-    "narrow loop": reconnect_loop(NARROW_CATCH, name="narrow loop"),
-    "better loop": reconnect_loop(BROAD_CATCH, name="better loop", open_timeout_s=2.0),
-}
+def lesson_loops() -> dict[str, Design]:
+    """The lesson's two loops: the one assistants write, and the better one."""
+    return {
+        "narrow loop": reconnect_loop(NARROW_CATCH, name="narrow loop", open_timeout_s=10.0),
+        "better loop": reconnect_loop(BROAD_CATCH, name="better loop", open_timeout_s=2.0),
+    }
 
 
 def flavour_outage(flavour: str, *, seed: int = 1) -> Scenario:
@@ -462,10 +463,10 @@ def _meeting(loop: str, flavour: str, run: Run) -> Meeting:
 
 async def meet_flavours(loops: Mapping[str, Design] | None = None,
                         flavours: tuple[str, ...] = tuple(FLAVOURS)) -> list[Meeting]:
-    """Run each loop (by default :data:`LOOPS`) through :func:`flavour_outage`
+    """Run each loop (by default :func:`lesson_loops`) through :func:`flavour_outage`
     of each flavour; one :class:`Meeting` per (flavour, loop), flavour by flavour."""
     if loops is None:
-        loops = LOOPS
+        loops = lesson_loops()
 
     return [_meeting(label, flavour, await arun(design, flavour_outage(flavour)))
             for flavour in flavours for label, design in loops.items()]
