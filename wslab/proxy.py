@@ -23,8 +23,8 @@ moment, :meth:`~wslab.faults.FaultPlan.admission` for a new connection, which
 fails in one of the outage flavours of :data:`~wslab.faults.FLAVOURS`), and
 the proxy carries the decisions out: a reset after the upgrade request, a
 ``503 Service Unavailable`` answer, silence, or (:meth:`FaultProxy.listen`,
-at the moments the lab's nemesis takes from the plan) no listening socket. Random draws (jitter, frame probability)
-come from one ``random.Random(seed)``. In a test, :meth:`FaultProxy.faulty`
+at the moments the lab's nemesis takes from the plan) no listening socket.
+Random draws (jitter, frame probability) come from one ``random.Random(seed)``. In a test, :meth:`FaultProxy.faulty`
 applies faults for the duration of a ``with`` block.
 """
 
