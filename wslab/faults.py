@@ -15,12 +15,12 @@ Network faults, applied by the proxy to the bytes on the wire:
 
 - :class:`Latency` (with jitter) and :class:`Bandwidth`: bytes arrive later.
 - :class:`Cut`: every open connection is reset (RST) when the window starts,
-  and new connections are reset at once while it lasts.
+  and new connections fail while it lasts, in the cut's outage flavours.
 - :class:`BlackHole`: the proxy silently discards bytes and keeps both
   sockets open, like a NAT or load balancer that forgot the flow. A
   connection that was open during the window stays black-holed until it is
   closed; connections opened after the window work.
-- :class:`Refuse`: new connections are closed at once; open ones are untouched.
+- :class:`Refuse`: new connections fail (in its flavours); open ones are untouched.
 - :class:`FrameFault`: drop, delay or duplicate the WebSocket frames that
   match a predicate (for example only acknowledgements, server→client).
 
@@ -34,6 +34,17 @@ Faults applied by the lab:
 
 The outages (:data:`OUTAGES`: cut, black hole, server restart) are the faults
 clients must come back from (``Run.recovery_s``).
+
+Outage flavours (:data:`FLAVOURS`, lesson 03): how a new connection fails
+while a :class:`Cut`, :class:`ServerRestart` or :class:`Refuse` lasts, as a
+client meets it. ``"refused"``: nothing listens, ``connect()`` raises
+``ConnectionRefusedError`` (an OSError); ``"reset_in_handshake"`` (the
+default): TCP is accepted and reset after the upgrade request, websockets
+raises ``InvalidMessage``; ``"http_503"``: a load balancer answers ``503
+Service Unavailable``, websockets raises ``InvalidStatus``; ``"silent"``: TCP
+is accepted and nothing ever answers, until the client's ``open_timeout``
+raises ``TimeoutError``. A fault states its flavours (``flavours``), which take
+turns every ``flavour_s``; :attr:`FaultPlan.outage_flavours` lists a plan's.
 """
 
 from __future__ import annotations
@@ -133,9 +144,64 @@ class Bandwidth(Fault):
         _check(self.bytes_per_s > 0, f"Bandwidth.bytes_per_s must be > 0, got {self.bytes_per_s!r}")
 
 
+# How a new connection fails during an outage, as a client meets it (lesson 03).
+OutageFlavour = Literal["refused", "reset_in_handshake", "http_503", "silent"]
+# Each flavour and what a websockets client sees of it, for a person to read.
+FLAVOURS: dict[str, str] = {
+    "refused": "connection refused: nothing listens (OSError: ConnectionRefusedError)",
+    "reset_in_handshake": "TCP accepted, then reset after the upgrade request (InvalidMessage)",
+    "http_503": "a load balancer answers 503 Service Unavailable and closes (InvalidStatus)",
+    "silent": "TCP accepted, then no answer at all (TimeoutError once open_timeout fires)",
+}
+FLAVOUR_S = 0.1  # how long each flavour of an outage lasts before the next one
+
+
 @dataclass(frozen=True, kw_only=True)
-class Cut(Fault):
-    """Reset every open connection; reset new ones while the window lasts."""
+class NewConnectionFault(Fault):
+    """A fault that fails new connections while its window lasts, in ``flavours``.
+
+    The flavours take turns, each for ``flavour_s``, in the order given and
+    cycling from ``start_s``: with ``("refused", "http_503")`` and 0.1 s, a
+    connection attempt in the first 0.1 s is refused, one in the next 0.1 s is
+    answered 503, and so on. ``"refused"`` closes the proxy's listening socket,
+    which every client shares, so it is only for a fault of every client
+    (``clients=None``). See :data:`FLAVOURS`.
+    """
+
+    flavours: tuple[OutageFlavour, ...] = ("reset_in_handshake",)
+    flavour_s: float = FLAVOUR_S
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        name = type(self).__name__
+        if isinstance(self.flavours, str):
+            object.__setattr__(self, "flavours", (self.flavours,))
+        object.__setattr__(self, "flavours", tuple(self.flavours))
+        _check(len(self.flavours) > 0 and all(f in FLAVOURS for f in self.flavours),
+               f"{name}.flavours must name one or more of {', '.join(FLAVOURS)}, got {self.flavours!r}")
+        _check(isinstance(self.flavour_s, (int, float)) and self.flavour_s > 0,
+               f"{name}.flavour_s must be seconds > 0, got {self.flavour_s!r}")
+        _check("refused" not in self.flavours or self.clients is None,
+               f"{name}: the 'refused' flavour closes the proxy's listening socket for every "
+               f"client; give clients=None, or another flavour for clients {sorted(self.clients or ())}")
+
+    def flavour(self, t: float) -> OutageFlavour | None:
+        """The flavour a new connection meets at ``t``; None outside the window."""
+        if not self.active(t):
+            return None
+        # The epsilon puts a moment computed as a phase boundary in the phase it starts.
+        phase = int((t - self.start_s) / self.flavour_s + 1e-9)
+        return self.flavours[phase % len(self.flavours)]
+
+    def describe_flavours(self) -> str:
+        """The flavours in words: "new connections: refused, http_503, each 0.1 s in turn"."""
+        turns = f", each {self.flavour_s:g} s in turn" if len(self.flavours) > 1 else ""
+        return f"new connections: {', '.join(self.flavours)}{turns}"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Cut(NewConnectionFault):
+    """Reset every open connection; fail new ones (in ``flavours``) while the window lasts."""
 
     kind: ClassVar[str] = "cut"
 
@@ -148,19 +214,21 @@ class BlackHole(Fault):
 
 
 @dataclass(frozen=True, kw_only=True)
-class Refuse(Fault):
-    """Close new connections at once while the window lasts."""
+class Refuse(NewConnectionFault):
+    """Fail new connections (in ``flavours``) while the window lasts; open ones are untouched."""
 
     kind: ClassVar[str] = "refuse"
 
 
 @dataclass(frozen=True, kw_only=True)
-class ServerRestart(Fault):
+class ServerRestart(NewConnectionFault):
     """Stop the server (state lost) and start it on the same port after ``duration_s``.
 
     With ``duration_s=None`` the server stays down until the run ends. The
     server closes its connections with ``close_code``: 1012 (service restart)
-    by default, 1001 (going away) for a shutdown.
+    by default, 1001 (going away) for a shutdown. While it is down, new
+    connections fail in ``flavours``: what the proxy (the network, or a load
+    balancer in front) makes of a server that is not there.
     """
 
     kind: ClassVar[str] = "server restart"
@@ -294,13 +362,50 @@ class FaultPlan:
         return NetworkEffect(black_hole=black_hole, latencies=tuple(latencies),
                              bytes_per_s=min(caps, default=None), frame_faults=tuple(frame_faults))
 
-    def admission(self, t: float, client: int | None) -> Literal["reset", "refused"] | None:
-        """What happens at ``t`` to a new connection of ``client``: ``"reset"`` in a
-        :class:`Cut`, ``"refused"`` under :class:`Refuse`, None when it goes through."""
-        for kind, verdict in ((Cut, "reset"), (Refuse, "refused")):
-            if self.active(kind, t, "up", client):
-                return verdict  # type: ignore[return-value]
+    def admission(self, t: float, client: int | None) -> OutageFlavour | None:
+        """How a new connection of ``client`` fails at ``t``: the flavour
+        (:data:`FLAVOURS`) of the first :class:`Cut`, :class:`ServerRestart` or
+        :class:`Refuse` in force for it, in plan order; None when it goes through."""
+        for f in self.faults:
+            if isinstance(f, NewConnectionFault) and f.applies("up", client):
+                flavour = f.flavour(t)
+                if flavour is not None:
+                    return flavour
         return None
+
+    def listening(self, t: float) -> bool:
+        """False while the flavour in force for every client is ``"refused"``:
+        the proxy's listening socket is closed then, so a connect is refused."""
+        return self.admission(t, None) != "refused"
+
+    def next_listener_change(self, after_s: float) -> float | None:
+        """The first moment after ``after_s`` at which :meth:`listening` may change
+        (a flavour turn or a window edge of a fault stating ``"refused"``); None
+        when it never changes again."""
+        moments: list[float] = []
+        for f in self.faults:
+            if not (isinstance(f, NewConnectionFault) and "refused" in f.flavours):
+                continue
+            if after_s < f.start_s:
+                moments.append(f.start_s)
+                continue
+            turn = f.start_s + (int((after_s - f.start_s) / f.flavour_s + 1e-9) + 1) * f.flavour_s
+            end = f.end_s
+            if end is None or turn < end:
+                moments.append(turn)
+            elif after_s < end:
+                moments.append(end)
+        return min(moments, default=None)
+
+    @property
+    def outage_flavours(self) -> tuple[OutageFlavour, ...]:
+        """The flavours new connections meet in this plan's outages and refusals,
+        each once, in the order the plan states them (:data:`FLAVOURS`)."""
+        seen: dict[OutageFlavour, None] = {}
+        for f in self.faults:
+            if isinstance(f, NewConnectionFault):
+                seen.update(dict.fromkeys(f.flavours))
+        return tuple(seen)
 
     def consumer_delay_s(self, t: float, side: str, client: int | None) -> float:
         """Seconds the application on ``side`` of ``client`` takes per message at ``t``

@@ -253,8 +253,10 @@ async def _produce(ctx: RunContext, outbox: _Outbox, prefix: str) -> None:
 async def _nemesis(ctx: RunContext, proxy: FaultProxy, server: LabServer, clients: int) -> None:
     """Carry out, each at its moment, what the plan schedules (:meth:`FaultPlan.schedule`):
     a network fault's onset through the proxy, a revocation through the identity
-    provider, a downtime by stopping the server and starting it again. (The
-    faults that act on bytes as they pass, the proxy applies by itself.)"""
+    provider, a downtime by stopping the server and starting it again, and the
+    turns of a ``"refused"`` outage flavour by closing and reopening the proxy's
+    listening socket. (The faults that act on bytes as they pass, and the other
+    flavours of a new connection's failure, the proxy applies by itself.)"""
 
     async def at(t: float) -> None:
         delay = t - ctx.now()
@@ -274,9 +276,18 @@ async def _nemesis(ctx: RunContext, proxy: FaultProxy, server: LabServer, client
         else:
             proxy.onset(item)
 
+    async def follow_listener() -> None:
+        # The "refused" outage flavour: the proxy stops listening, then listens again.
+        t = 0.0
+        while (change := ctx.plan.next_listener_change(t)) is not None:
+            t = change
+            await at(t)
+            await proxy.listen(ctx.plan.listening(t))
+
     async with asyncio.TaskGroup() as tg:
         for item in ctx.plan.schedule():
             tg.create_task(act(item), name=f"wslab nemesis {item.kind}")
+        tg.create_task(follow_listener(), name="wslab nemesis listener")
 
 
 class _Sampler:

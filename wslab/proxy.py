@@ -19,9 +19,12 @@ Guarantees:
 
 The proxy decides nothing about faults: its plan does
 (:meth:`~wslab.faults.FaultPlan.network` for the bytes of a direction at a
-moment, :meth:`~wslab.faults.FaultPlan.admission` for a new connection), and
-the proxy carries the decisions out. Random draws (jitter, frame probability)
-come from one ``random.Random(seed)``. In a test, :meth:`FaultProxy.faulty`
+moment, :meth:`~wslab.faults.FaultPlan.admission` for a new connection, which
+fails in one of the outage flavours of :data:`~wslab.faults.FLAVOURS`), and
+the proxy carries the decisions out: a reset after the upgrade request, a
+``503 Service Unavailable`` answer, silence, or (:meth:`FaultProxy.listen`,
+at the moments the lab's nemesis takes from the plan) no listening socket.
+Random draws (jitter, frame probability) come from one ``random.Random(seed)``. In a test, :meth:`FaultProxy.faulty`
 applies faults for the duration of a ``with`` block.
 """
 
@@ -50,6 +53,8 @@ _MAX_HEADER = 64 * 1024
 _PATH = re.compile(rb"^GET /c/(\d+)[/? ]")
 _EXTENSIONS = re.compile(rb"\r\nSec-WebSocket-Extensions:[^\r]*", re.IGNORECASE)
 _QUEUE_HIGH = 1 << 20
+_RESPONSE_503 = (b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\n"
+                 b"Content-Length: 20\r\nConnection: close\r\n\r\nno healthy upstream\n")
 BACKLOG = 2048  # a reconnect storm of 1,000 clients must not overflow the accept queue
 
 
@@ -279,9 +284,9 @@ class ProxyConnection:
         proxy = self.proxy
         t = proxy.now()
         proxy.record(self.client_id, "accept")
-        verdict = proxy.plan.admission(t, self.client_id)
-        if verdict is not None:
-            self.reset(verdict)
+        flavour = proxy.plan.admission(t, self.client_id)
+        if flavour is not None:
+            self.fail(flavour)
             return
         head = _EXTENSIONS.sub(b"", head)
         self.up.src_paused = True
@@ -311,13 +316,33 @@ class ProxyConnection:
         if not self.client_side.transport.is_closing():  # type: ignore[union-attr]
             self.client_side.transport.resume_reading()  # type: ignore[union-attr]
 
+    def fail(self, flavour: str) -> None:
+        """Fail this new connection, its upgrade request read, in ``flavour``
+        (:data:`~wslab.faults.FLAVOURS`); recorded as an event of that name."""
+        transport = self.client_side.transport
+        if flavour == "http_503":
+            # What a load balancer with no healthy backend answers; then it closes.
+            self.proxy.record(self.client_id, flavour)
+            if transport is not None and not transport.is_closing():
+                transport.write(_RESPONSE_503)
+            self.closing = True
+            self.finish_close()
+        elif flavour == "silent":
+            # Accepted, never answered: the client's open_timeout has to fire.
+            self.proxy.record(self.client_id, flavour)
+            self.up.black_holed = self.down.black_holed = True
+        else:
+            # "reset_in_handshake", or "refused" met by a connection that reached
+            # the listener just before it closed: a reset is the nearest we can do.
+            self.reset(flavour)
+
     def side_lost(self, side: _Side) -> None:
         """One socket closed: close the other after what is queued for it."""
         if self.closed:
             return
-        # Through a black hole the other side never hears of it.
+        # Through a black hole the other side never hears of it (when there is one).
         holed = self.up.black_holed if side is self.client_side else self.down.black_holed
-        if holed:
+        if holed and self.server_side is not None:
             return
         self.closing = True
         self.up.src_paused = self.down.src_paused = False
@@ -374,6 +399,8 @@ class FaultProxy:
         self.events: list[tuple[float, int | None, str]] = []
         self.frames_dropped = self.frames_delayed = self.frames_duplicated = 0
         self._server: asyncio.AbstractServer | None = None
+        self._listening = False
+        self._closed = False
 
     def now(self) -> float:
         return asyncio.get_running_loop().time() - (self.t0 or 0.0)
@@ -388,7 +415,27 @@ class FaultProxy:
             self.t0 = loop.time()
         self._server = await loop.create_server(self._accept, HOST, 0, backlog=BACKLOG)
         self.port = self._server.sockets[0].getsockname()[1]
+        self._listening = True
+        if not self.plan.listening(self.now()):
+            await self.listen(False)
         return self.port
+
+    async def listen(self, on: bool) -> None:
+        """Listen on the proxy's port again (``on``), or close the listening socket
+        so that a connect is refused (the ``"refused"`` flavour), as a server
+        whose process is gone. Open connections are untouched. Refused attempts
+        never reach the proxy: its events do not count them."""
+        if on == self._listening or self.port is None or self._closed:
+            return
+        self._listening = on
+        self.record(None, "listening" if on else "not listening")
+        if not on:
+            if self._server is not None:
+                self._server.close()
+            return
+        # SO_REUSEADDR (asyncio's default) lets the port be bound again at once.
+        self._server = await asyncio.get_running_loop().create_server(
+            self._accept, HOST, self.port, backlog=BACKLOG)
 
     def _accept(self) -> _Side:
         conn = ProxyConnection(self)
@@ -436,6 +483,10 @@ class FaultProxy:
             if not isinstance(fault, NETWORK_FAULTS):
                 raise ConfigError(f"proxy.faulty() takes the faults the proxy applies "
                                   f"({', '.join(k.__name__ for k in NETWORK_FAULTS)}), got {fault!r}")
+            if "refused" in getattr(fault, "flavours", ()):
+                raise ConfigError("proxy.faulty() cannot refuse connections (closing the listening "
+                                  "socket takes an await): use `await proxy.listen(False)` and "
+                                  "`await proxy.listen(True)`, or schedule the fault in the plan")
         start = self.now()
         placed = [dataclasses.replace(f, start_s=start, duration_s=None) for f in faults]
         self.plan = self.plan.with_(*placed)
@@ -482,6 +533,7 @@ class FaultProxy:
 
     async def close(self) -> None:
         """Stop listening and reset every connection still open."""
+        self._closed = True
         if self._server is not None:
             self._server.close()
         for conn in list(self.connections):

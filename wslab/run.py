@@ -100,7 +100,9 @@ class Run:
     (frames read and not yet consumed), ``producer_backlog`` (messages produced
     that the design has not taken yet) and ``gauges`` (what the design reported).
     ``connections`` lists ``(t, client, event)`` seen by the proxy (accept,
-    open, close, reset, refused, upstream refused); ``server_opens`` lists
+    open, close, reset, upstream refused, a new connection failed in an outage
+    flavour: reset_in_handshake, http_503, silent, refused; and, with client
+    None, not listening / listening around a refused turn); ``server_opens`` lists
     ``(t, client)`` for every connection the server handler saw;
     ``client_events`` lists ``(t, client, "open" | "close")`` as each client's
     own connection objects saw them (teardown excluded).

@@ -80,16 +80,30 @@ class Scenario:
 
 
 def _scenarios() -> dict[str, Scenario]:
+    # An outage's flavours take turns from its start (FaultPlan.admission). A flavour that a
+    # reconnect loop often fails to catch comes first, where a prompt retry meets it.
     up = Workload(count=300, rate_per_s=100, direction="up")
     return {s.name: s for s in [
         Scenario(
             "network_interruption",
-            "The network drops every connection mid-stream (reset) for 0.4 s.",
-            up, FaultPlan([Cut(start_s=1.0, duration_s=0.4)]), seed=1),
+            "The network drops every connection mid-stream (reset) for 0.4 s; meanwhile a new "
+            "connection is met, 0.1 s each in turn, by a reset during the handshake "
+            "(InvalidMessage) and by silence (accepted, never answered: only open_timeout ends "
+            "the wait).",
+            up, FaultPlan([Cut(start_s=1.0, duration_s=0.4,
+                               flavours=("reset_in_handshake", "silent"))]), seed=1,
+            # A silent attempt waits out open_timeout (10 s by default in websockets):
+            # the run settles long enough to see such a client back (free in virtual time).
+            settle_s=12.0),
         Scenario(
             "server_restart",
-            "The server restarts mid-stream (close 1012, memory lost) and is down for 0.5 s.",
-            up, FaultPlan([ServerRestart(start_s=1.0, duration_s=0.5)]), clients=3, seed=2),
+            "The server restarts mid-stream (close 1012, memory lost) and is down for 0.5 s; "
+            "meanwhile a new connection is, 0.1 s each in turn, answered 503 by the load "
+            "balancer in front (InvalidStatus), refused (nothing listens: OSError), or reset "
+            "during the handshake (InvalidMessage).",
+            up, FaultPlan([ServerRestart(start_s=1.0, duration_s=0.5,
+                                         flavours=("http_503", "refused", "reset_in_handshake"))]),
+            clients=3, seed=2),
         Scenario(
             "slow_consumer",
             "The server pushes 1000 messages/s for 0.5 s; the client application handles "
@@ -125,7 +139,8 @@ def _scenarios() -> dict[str, Scenario]:
         Scenario(
             "shutdown_in_flight",
             "The server shuts down (close 1001) while its slow worker holds about 40 "
-            "messages, and is back 0.5 s later.",
+            "messages, and is back 0.5 s later; meanwhile a new connection is reset during "
+            "the handshake (InvalidMessage).",
             Workload(count=200, rate_per_s=100, direction="up"),
             FaultPlan([SlowConsumer(side="server", delay_s=0.02, duration_s=1.0),
                        ServerRestart(start_s=0.8, duration_s=0.5, close_code=1001)]),
@@ -139,7 +154,8 @@ def _scenarios() -> dict[str, Scenario]:
             token_ttl_s=0.6),
         Scenario(
             "reconnect_storm",
-            "200 clients; the server restarts and every client must come back at once.",
+            "200 clients; the server restarts and every client must come back at once (while "
+            "it is down, a new connection is reset during the handshake: InvalidMessage).",
             Workload(count=10, rate_per_s=5, direction="up"),
             FaultPlan([ServerRestart(start_s=0.8, duration_s=0.4)]), clients=200, seed=9,
             settle_s=1.5),

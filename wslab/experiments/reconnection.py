@@ -35,12 +35,24 @@ defaults (:data:`wslab.designs.library_reconnect.DEFAULTS`), are about
 delays only and keep virtual time: exact, and a minute costs milliseconds.
 :func:`design_with_delay` builds the production client around any
 ``delay(attempt, rng)`` function (the lesson's exercise).
+
+Outage flavours. A client that tries to come back during an outage does not
+always meet the same failure (:data:`wslab.faults.FLAVOURS`): refused, reset
+during the handshake, ``503`` from a load balancer, or silence.
+:func:`reconnect_loop` is the loop assistants write, with the exceptions it
+catches as a parameter; :func:`lesson_loops` gives the two versions (catching
+:data:`NARROW_CATCH`, and :data:`BROAD_CATCH` with a shorter ``open_timeout``);
+:func:`flavour_outage` is a one-flavour outage and
+:func:`meet_flavours` runs each loop against each flavour, in virtual time
+(a silent attempt waits ``open_timeout``, 10 s by default: in lab time that is
+free).
 """
 
 from __future__ import annotations
 
 import asyncio
 import gc
+import logging
 import math
 import random
 from collections import deque
@@ -53,10 +65,11 @@ from typing import Any
 import matplotlib.pyplot as plt
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
+from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
 from ..contract import Design
 from ..designs import production as steps
-from ..faults import BlackHole, Cut, Fault, FaultPlan, ServerRestart
+from ..faults import FLAVOURS, BlackHole, Cut, Fault, FaultPlan, ServerRestart
 from ..lab import arun
 from ..plots import FAULT_ALPHA, FAULT_COLORS
 from ..production import server
@@ -365,3 +378,113 @@ def attempts_figure(runs: Mapping[str, Run], *, bucket_s: float = BUCKET_S) -> F
     axes[-1, 0].set_xlabel("time since start (s); shaded: the server is down; "
                            "dotted: every client at once")
     return fig
+
+
+# Outage flavours ----------------------------------------------------------------
+
+# The reconnect loop most assistants write: network errors and a closed connection.
+NARROW_CATCH: tuple[type[BaseException], ...] = (OSError, ConnectionClosed)
+# The same loop also catching a failed opening handshake (InvalidMessage, InvalidStatus...).
+BROAD_CATCH: tuple[type[BaseException], ...] = (OSError, InvalidHandshake, ConnectionClosed)
+
+_loop_log = logging.getLogger("wslab.submissions.reconnect_loop")
+
+
+def reconnect_loop(catches: tuple[type[BaseException], ...], *, name: str,
+                   open_timeout_s: float | None = 10.0, delay_s: float = 0.05) -> Design:
+    """A design whose client sends every message it is given and reconnects
+    after ``delay_s`` (no jitter) whenever one of ``catches`` ends a connection
+    or an attempt; anything else ends the loop, and the lab records it in
+    ``run.errors``. Each caught exception is logged (``run.logs``, event
+    ``"retrying"``, with its ``error`` name). ``open_timeout_s`` is passed to
+    ``connect()`` (10 s is websockets' default)."""
+    if not catches or not all(isinstance(c, type) and issubclass(c, BaseException) for c in catches):
+        raise ValueError(f"catches must be exception classes, got {catches!r}")
+
+    async def handler(websocket, app) -> None:
+        async for message in websocket:
+            await app.process(message)
+
+    async def client(app) -> None:
+        while True:
+            try:
+                async with app.connect(open_timeout=open_timeout_s) as websocket:
+                    async for message in app.outgoing():
+                        await websocket.send(message)
+                    return
+            except catches as exc:
+                _loop_log.info("retrying", extra={"client": app.client_id, "error": type(exc).__name__})
+            await asyncio.sleep(delay_s)
+
+    return Design(name, handler=handler, client=client)
+
+
+def lesson_loops() -> dict[str, Design]:
+    """The lesson's two loops: the one assistants write, and the better one."""
+    return {
+        "narrow loop": reconnect_loop(NARROW_CATCH, name="narrow loop", open_timeout_s=10.0),
+        "better loop": reconnect_loop(BROAD_CATCH, name="better loop", open_timeout_s=2.0),
+    }
+
+
+def flavour_outage(flavour: str, *, seed: int = 1) -> Scenario:
+    """``network_interruption`` with one client and one outage flavour: every
+    connection is reset at 1 s and, for 0.4 s, each new one fails in
+    ``flavour`` (a key of :data:`~wslab.faults.FLAVOURS`). The client sends
+    10 messages per second for 3 s; the run settles 12 s, so that a silent
+    attempt's default ``open_timeout`` (10 s) can run out. Virtual time."""
+    if flavour not in FLAVOURS:
+        raise ValueError(f"flavour must be one of {', '.join(FLAVOURS)}, got {flavour!r}")
+    return get_scenario("network_interruption").with_(
+        seed=seed, clients=1, workload=Workload(count=30, rate_per_s=10, direction="up"),
+        faults=FaultPlan([Cut(start_s=1.0, duration_s=0.4, flavours=(flavour,))]),
+        settle_s=12.0, time_limit_s=60.0, clock="virtual")
+
+
+@dataclass(frozen=True)
+class Meeting:
+    """What one reconnect loop made of one outage flavour (:func:`meet_flavours`)."""
+
+    loop: str
+    flavour: str
+    raised: tuple[str, ...]  # the exception names the client met, in order, each once
+    ended_on: str | None  # the exception that ended the loop; None when it survived
+    back_s: float | None  # seconds from the outage's end until it was connected again
+    lost: int
+
+
+def _meeting(loop: str, flavour: str, run: Run) -> Meeting:
+    died = [e.error.split(":", 1)[0].rsplit(".", 1)[-1] for e in run.errors if e.where == "client 0"]
+    met = [entry["error"] for entry in run.logs if entry.get("event") == "retrying"] + died
+    back = run.recovery_s
+    return Meeting(loop, flavour, tuple(dict.fromkeys(met)), died[0] if died else None,
+                   None if back is None or math.isnan(back) else back, run.summary()["lost"])
+
+
+async def meet_flavours(loops: Mapping[str, Design] | None = None,
+                        flavours: tuple[str, ...] = tuple(FLAVOURS)) -> list[Meeting]:
+    """Run each loop (by default :func:`lesson_loops`) through :func:`flavour_outage`
+    of each flavour; one :class:`Meeting` per (flavour, loop), flavour by flavour."""
+    if loops is None:
+        loops = lesson_loops()
+
+    return [_meeting(label, flavour, await arun(design, flavour_outage(flavour)))
+            for flavour in flavours for label, design in loops.items()]
+
+
+def flavour_table(meetings: list[Meeting]) -> str:
+    """One line per flavour: what a failed attempt raised, then one column per
+    loop, how it ended ("died", or back how long after the outage), for a
+    person to read."""
+    loops = list(dict.fromkeys(m.loop for m in meetings))
+    width = max(24, *(len(label) + 2 for label in loops))
+    lines = [f"{'flavour':<20}{'an attempt raised':<26}" + "".join(f"{label:<{width}}" for label in loops)]
+    for flavour in dict.fromkeys(m.flavour for m in meetings):
+        row = [m for label in loops for m in meetings if m.loop == label and m.flavour == flavour]
+        # The cut itself ends the open connection (ConnectionClosed): show what the attempts met.
+        raised = [name for m in row for name in m.raised if not name.startswith("ConnectionClosed")]
+        cells = [f"died on {m.ended_on}" if m.ended_on else
+                 "never back" if m.back_s is None else f"back after {m.back_s:.2f} s" for m in row]
+        lines.append(f"{flavour:<20}{', '.join(dict.fromkeys(raised)) or '-':<26}"
+                     + "".join(f"{cell:<{width}}" for cell in cells))
+    return "\n".join(line.rstrip() for line in lines)
