@@ -1,5 +1,7 @@
 """Command line: ``python -m wslab scenarios | run | grade | audit | learner | bench``.
 
+What a command prints for a script goes to stdout; progress and errors go to stderr.
+
 Exit status: 0 on success, 1 when a grade or an audit fails (or a run
 fails), 2 for bad usage (an unknown name, a bad number, a file that is not
 there or does not fit the design contract).
@@ -75,8 +77,18 @@ def _grade(args: argparse.Namespace) -> int:
     from .grading import grade
 
     scenarios = args.scenario or None
-    result = grade(args.design, scenarios=scenarios, progress=False if args.json else None)
-    print(json.dumps(result.to_json(), indent=2) if args.json else result.text())
+    # Progress goes to stderr (never stdout, which scripts parse), unless asked not to.
+    result = grade(*args.design, scenarios=scenarios, concurrency=args.concurrency,
+                   progress=not (args.json or args.quiet))
+    cards = getattr(result, "cards", [result])
+    if args.json:
+        print(json.dumps(result.to_json(), indent=2))
+    elif args.markdown:
+        from .display import gradebook_markdown
+
+        print(gradebook_markdown(cards))
+    else:
+        print(result.text())
     return 0 if result.passed else 1
 
 
@@ -116,11 +128,18 @@ def main(argv: list[str] | None = None) -> int:
                    help="lab time: virtual (the default), cpu (virtual + the loop's CPU time) or real")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=_run)
-    p = commands.add_parser("grade", help="run a design through the failure scenarios and score it (exit 1 if any fails)")
-    p.add_argument("design", help="a design name (e.g. production) or a Python file defining handler(websocket, app) and client(app)")
+    p = commands.add_parser("grade", help="run designs through the failure scenarios and score them (exit 1 if any fails)")
+    p.add_argument("design", nargs="+", help="a design name (e.g. production) or a Python file defining handler(websocket, app) and client(app); several for a table")
     p.add_argument("--scenario", action="append", metavar="NAME",
                    help="grade only this scenario (repeatable; default: all)")
-    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--concurrency", type=int, default=1, metavar="N",
+                   help="runs at once (1-16; virtual-time results do not change)")
+    output = p.add_mutually_exclusive_group()
+    output.add_argument("--json", action="store_true",
+                        help="print one JSON object (a list for several designs); no progress")
+    output.add_argument("--markdown", action="store_true",
+                        help="print the designs × scenarios table in Markdown (as in the README)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar on stderr")
     p.set_defaults(func=_grade)
     p = commands.add_parser("learner", help="build the learner edition: exercise solutions replaced by stubs")
     p.add_argument("out", help="the folder to write the notebooks to")

@@ -29,16 +29,15 @@ does not decide the grade; the measurements do).
 from __future__ import annotations
 
 import asyncio
-import html
 import inspect
 import math
 import os
-import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from . import display
 from .audit import AuditReport, audit
 from .causes import Cause, causes
 from .checkers import (MAX_ATTEMPTS_PER_CLIENT, MAX_BURST_SHARE, MAX_DETECTION_S, MAX_QUEUE,
@@ -183,22 +182,6 @@ class ScenarioGrade:
         return out
 
 
-_COLUMNS = [("lost", "lost"), ("late", "late"), ("duplicated", "dup"),
-            ("out_of_order", "out of order"), ("peak_backlog", "peak waiting"),
-            ("detection_s", "dead peer noticed (s)"), ("recovery_s", "back after (s)"),
-            ("tasks_left", "tasks left")]
-
-
-def _cell(value: Any) -> str:
-    if value is None:
-        return "–"
-    if _nan(value):
-        return "never"
-    if isinstance(value, float):
-        return f"{value:.2f}"
-    return str(value)
-
-
 @dataclass
 class Scorecard:
     """A design's grade: one :class:`ScenarioGrade` per scenario, and the audit."""
@@ -234,59 +217,14 @@ class Scorecard:
         return sum(bool(c.passed) for c in applicable), len(applicable), len(checks) - len(applicable)
 
     def text(self) -> str:
-        passed = sum(row.passed for row in self.rows)
-        ok, applicable, na = self.score()
-        lines = [f"{self.design}: {passed} of {len(self.rows)} scenarios passed; "
-                 f"{ok} of {applicable} applicable checks passed"
-                 + (f" ({na} not applicable)" if na else "")]
-        width = max(len(row.scenario) for row in self.rows)
-        for row in self.rows:
-            mark = "PASS" if row.passed else "FAIL"
-            lines.append(f"  {mark}  {row.scenario:<{width}}"
-                         + (f"  did not finish: {row.error}" if row.error is not None else ""))
-            for c in row.checks:
-                lines.append(f"  {'':4}    {c.mark:<7} {c.criterion.key}: {c.measured}")
-            for name in (row.lessons if not row.passed else []):
-                lines.append(f"  {'':4}    → {name}")
-            lines.extend(f"  {'':4}    cause: {text}" for text in _causes_shown(row))
-        if self.audit is not None and self.audit.findings:
-            lines.append(f"  audit (advice): {len(self.audit.findings)} finding(s): "
-                         + ", ".join(sorted(set(self.audit.rules))))
-        return "\n".join(lines)
+        """Every check of every scenario, with the lessons and causes (:mod:`wslab.display`)."""
+        return display.scorecard_text(self)
 
     def __repr__(self) -> str:
         return self.text()
 
     def _repr_html_(self) -> str:
-        head = "".join(f"<th>{html.escape(label)}</th>" for _, label in _COLUMNS)
-        body = []
-        for row in self.rows:
-            values = row.measured()
-            cells = "".join(f"<td>{html.escape(_cell(values.get(k)))}</td>" for k, _ in _COLUMNS)
-            color = "#e6f4ea" if row.passed else "#fde8e8"
-            fix = "<br>".join(html.escape(name) for name in row.lessons) if not row.passed else ""
-            fix += "".join(f"<br><i>cause</i>: {html.escape(text)}" for text in _causes_shown(row))
-            checks = (html.escape(f"did not finish: {row.error}") if row.error is not None else
-                      "<br>".join(f"<b>{c.mark}</b> {html.escape(c.criterion.key)}: "
-                                  f"{html.escape(c.measured)}" for c in row.checks))
-            body.append(f"<tr style='background:{color}'><th style='text-align:left'>"
-                        f"{html.escape(row.scenario)}</th>{cells}"
-                        f"<td style='text-align:left'>{checks}</td>"
-                        f"<td style='text-align:left'>{fix}</td></tr>")
-        passed = sum(row.passed for row in self.rows)
-        ok, applicable, na = self.score()
-        audit_line = ""
-        if self.audit is not None:
-            audit_line = (f"<p>Audit (advice, not graded): "
-                          f"{len(self.audit.findings)} finding(s)"
-                          + (": " + html.escape(", ".join(sorted(set(self.audit.rules))))
-                             if self.audit.findings else "") + "</p>")
-        return (f"<p><b>{html.escape(self.design)}</b>: {passed} of {len(self.rows)} scenarios "
-                f"passed; {ok} of {applicable} applicable checks passed"
-                + (f" ({na} not applicable)" if na else "")
-                + f"</p><table><thead><tr><th>scenario</th>{head}<th>checks</th>"
-                f"<th>lesson for the fix</th></tr></thead><tbody>{''.join(body)}</tbody></table>"
-                + audit_line)
+        return display.scorecard_html(self)
 
     def to_json(self) -> dict[str, Any]:
         def clean(value: Any) -> Any:
@@ -307,17 +245,6 @@ class Scorecard:
             } for row in self.rows],
             "audit": self.audit.to_json() if self.audit is not None else None,
         }
-
-
-_CAUSES_SHOWN = 3  # per scenario, on the card; the JSON has them all
-
-
-def _causes_shown(row: ScenarioGrade) -> list[str]:
-    found = row.causes
-    shown = [cause.text() for cause in found[:_CAUSES_SHOWN]]
-    if len(found) > _CAUSES_SHOWN:
-        shown.append(f"... and {len(found) - _CAUSES_SHOWN} more (in the JSON)")
-    return shown
 
 
 @dataclass
@@ -346,87 +273,23 @@ class Gradebook:
         return scorecard(self)
 
     def text(self) -> str:
-        return "\n\n".join(card.text() for card in self.cards)
+        return display.gradebook_text(self.cards)
 
     def __repr__(self) -> str:
         return self.text()
 
     def _repr_html_(self) -> str:
-        scenarios = [row.scenario for row in self.cards[0].rows]
-        head = "".join(f"<th>{html.escape(s)}</th>" for s in scenarios)
-        body = []
-        for card in self.cards:
-            cells = []
-            for row in card.rows:
-                color = "#e6f4ea" if row.passed else "#fde8e8"
-                na = sum(not c.applicable for c in row.checks)
-                text = (("pass" + (f" ({na} not applicable)" if na else "")) if row.passed
-                        else row.verdict())
-                cells.append(f"<td style='background:{color}'>{html.escape(text)}</td>")
-            body.append(f"<tr><th style='text-align:left'>{html.escape(card.design)}</th>"
-                        f"{''.join(cells)}</tr>")
-        return (f"<table><thead><tr><th>design</th>{head}</tr></thead>"
-                f"<tbody>{''.join(body)}</tbody></table>")
+        return display.gradebook_html(self.cards)
+
+    def markdown(self) -> str:
+        """The designs × scenarios table in Markdown (:func:`wslab.display.gradebook_markdown`)."""
+        return display.gradebook_markdown(self.cards)
 
     def to_json(self) -> list[dict[str, Any]]:
         return [card.to_json() for card in self.cards]
 
 
 # Running -------------------------------------------------------------------------
-
-
-class _Progress:
-    """A progress bar: a widget in Jupyter, a line on a terminal, nothing otherwise.
-
-    Progress is planned seconds done over planned seconds in all: each run
-    reports its own fraction, so runs going on at once add up."""
-
-    def __init__(self, total_s: float, mode: "bool | None") -> None:
-        self.total_s, self.widget, self.stream = max(total_s, 1e-9), None, None
-        self.done: dict[str, float] = {}  # run label -> planned seconds done
-        self._shown: tuple[int, str] = (-1, "")
-        if mode is False:
-            return
-        if _in_jupyter():
-            import ipywidgets as widgets
-            from IPython.display import display
-
-            self.widget = widgets.FloatProgress(value=0, min=0, max=1, description="grading",
-                                                layout=widgets.Layout(width="420px"))
-            self.label = widgets.Label()
-            display(widgets.HBox([self.widget, self.label]))
-        elif mode is True or sys.stderr.isatty():
-            self.stream = sys.stderr
-
-    def update(self, label: str, fraction: float, step_s: float) -> None:
-        self.done[label] = fraction * step_s
-        value = min(1.0, sum(self.done.values()) / self.total_s)
-        if self.widget is not None:
-            if int(value * 100) != self._shown[0]:  # a message to the browser per percent, no more
-                self._shown = (int(value * 100), label)
-                self.widget.value = value
-                self.label.value = label
-        elif self.stream is not None and (int(value * 50), label) != self._shown:
-            self._shown = (int(value * 50), label)
-            bar = "#" * int(value * 30)
-            self.stream.write(f"\r[{bar:<30}] {value:4.0%} {label:<60.60}")
-            self.stream.flush()
-
-    def close(self) -> None:
-        if self.widget is not None:
-            self.widget.value, self.widget.bar_style = 1.0, "success"
-            self.label.value = "done"
-        elif self.stream is not None:
-            self.stream.write("\n")
-            self.stream.flush()
-
-
-def _in_jupyter() -> bool:
-    shell = sys.modules.get("IPython")
-    if shell is None:
-        return False
-    ip = shell.get_ipython()  # type: ignore[attr-defined]
-    return ip is not None and type(ip).__name__ == "ZMQInteractiveShell"
 
 
 def _audit_of(design: "Design", given: Any) -> AuditReport | None:
@@ -447,7 +310,7 @@ def _audit_of(design: "Design", given: Any) -> AuditReport | None:
     return replace(report, source_name=path.name if relative.startswith("..") else relative)
 
 
-async def _grade_scenario(design: "Design", scenario: Scenario, progress: _Progress,
+async def _grade_scenario(design: "Design", scenario: Scenario, progress: display.GradingProgress,
                           slots: asyncio.Semaphore) -> ScenarioGrade:
     label = f"{design.name} × {scenario.name}"
     step_s = scenario.planned_s + 0.5
@@ -499,7 +362,7 @@ async def agrade(*designs: Any, scenarios: "Sequence[str | Scenario] | None" = N
         raise ConfigError(f"concurrency must be an integer from 1 to 16, got {concurrency!r}")
     resolved = [(given, get_design(given)) for given in designs]  # all checked before any run
     total_s = sum(s.planned_s + 0.5 for s in chosen) * len(designs)
-    bar = _Progress(total_s, progress)
+    bar = display.GradingProgress(total_s, progress)
     slots = asyncio.Semaphore(concurrency)
     pairs = [(design, scenario) for _, design in resolved for scenario in chosen]
     alone = asyncio.Semaphore(1)
@@ -510,10 +373,12 @@ async def agrade(*designs: Any, scenarios: "Sequence[str | Scenario] | None" = N
         async with alone:  # CPU or real time is measured: nothing else at once
             return await _grade_scenario(design, scenario, bar, slots)
 
+    finished = False
     try:
         rows = await asyncio.gather(*(grade_pair(d, s) for d, s in pairs))
+        finished = True
     finally:
-        bar.close()
+        bar.close(finished=finished)
     n = len(chosen)
     cards = [Scorecard(design.name, list(rows[i * n:(i + 1) * n]), _audit_of(design, given))
              for i, (given, design) in enumerate(resolved)]
