@@ -5,7 +5,8 @@ loop) runs the design under every scenario of :data:`wslab.SCENARIOS` and
 returns a :class:`Scorecard`: one row per scenario with what was measured,
 each criterion passed or failed with the measured value, and for every
 failure the lesson that teaches the fix. Several designs at once give a
-:class:`Gradebook`, which also draws the designs × scenarios grid.
+:class:`Gradebook`, which also draws the designs × scenarios grid. How they are
+shown (text, HTML, Markdown, the progress bar) is :mod:`wslab.display`'s part.
 
 The criteria are the checkers of :mod:`wslab.checkers` as each scenario
 composes them (:data:`CRITERIA`): loss, duplicates, order and lateness in every
@@ -345,7 +346,8 @@ async def agrade(*designs: Any, scenarios: "Sequence[str | Scenario] | None" = N
     names or :class:`~wslab.Scenario` objects, all of :data:`wslab.SCENARIOS`
     by default; a scenario the grader has no criteria for is run and shown,
     with no check. ``progress``: None shows a bar in Jupyter and on a
-    terminal, True always, False never. A design that does not load or fit
+    terminal, True always, False never (:class:`wslab.display.GradingProgress`:
+    a widget in Jupyter, else a line on stderr, never stdout). A design that does not load or fit
     the contract raises :class:`~wslab.DesignContractError` before any run.
 
     ``concurrency`` runs that many scenarios at once, each in its own lab (own
