@@ -61,6 +61,9 @@ METRICS_HELP = {
     "wslab_fast_resends_total": "times the sender went back because the peer reported a gap",
     "wslab_bad_frames_total": "frames that broke the protocol, answered with an error",
     "wslab_handshakes_refused_total": "connections closed 1008 for lack of a hello",
+    "wslab_sessions_refused_total": "hellos refused: another subject's session (4409), store full (1013)",
+    "wslab_sessions_evicted_total": "sessions evicted from the store (idle past the ttl, a bound reached)",
+    "wslab_connections_cut_total": "connections closed 1008 for too many bad frames",
     "wslab_outbound_queue_depth": "messages kept until acknowledged",
     "wslab_ping_rtt_seconds": "round-trip time of the last keepalive ping",
 }
@@ -130,6 +133,7 @@ class Channel:
         self.acks_due = 0
         self.resend_due = False  # a gap was seen: ask the peer to go back
         self.rewound_for = -1  # the oldest sequence number of the last fast resend
+        self.bad_frames = 0
 
     async def run(self) -> None:
         """Serve the connection until it closes; raises :class:`ChannelClosed` then.
@@ -168,6 +172,15 @@ class Channel:
             except envelope.BadFrame as exc:
                 self.metrics.inc("wslab_bad_frames_total", side=self.side, code=exc.code)
                 log.info("bad frame", extra={**self.fields, "code": exc.code})
+                self.bad_frames += 1
+                if self.bad_frames > self.settings.max_bad_frames:
+                    # Answering every bad frame would let one client keep this
+                    # loop busy while the others wait: past the budget, cut it.
+                    self.metrics.inc("wslab_connections_cut_total", side=self.side,
+                                     reason="bad frames")
+                    log.info("too many bad frames: closing 1008", extra=self.fields)
+                    await self.websocket.close(1008, "too many bad frames")
+                    return
                 if self.on_bad_frame is not None:
                     await self.on_bad_frame(exc)
                 continue

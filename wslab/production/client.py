@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import secrets
 import uuid
 
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
@@ -43,7 +44,7 @@ class ReliableClient:
     def __init__(self, app, settings: Settings = DEFAULT, *, seed: int | None = None) -> None:
         self.app, self.settings = app, settings
         self.session = Session.new(settings)
-        self.session_id = uuid.UUID(int=random.Random(seed).getrandbits(128)).hex
+        self.session_id = new_session_id(seed)
         self.backoff = Backoff(base_s=settings.backoff_base_s, cap_s=settings.backoff_cap_s,
                                factor=settings.backoff_factor, jitter=settings.backoff_jitter,
                                rng=random.Random(seed))
@@ -152,6 +153,9 @@ class ReliableClient:
             code = getattr(websocket, "close_code", None)
             if code == envelope.FORBIDDEN or self.revoked:
                 return await self._revoked()
+            if code == envelope.NOT_YOUR_SESSION:
+                # Another subject holds this id: retrying cannot make it ours.
+                return await self._revoked("session id held by another subject")
             if code == envelope.UNAUTHORIZED:
                 # An expiry on an open connection: a new token, and straight back. A fresh
                 # token refused at the hello again (a skewed clock, a wrong key): back off,
@@ -210,18 +214,20 @@ class ReliableClient:
         except ConnectionClosed:
             pass  # the channel ends too
 
-    async def _revoked(self) -> None:
-        """Revoked: stop for good, and tell the application about every message
-        held and every message still to come (rejected, never silently lost)."""
+    async def _revoked(self, reason: str = "session revoked") -> None:
+        """Revoked (or refused for good): stop, and tell the application about
+        every message held and every message still to come (rejected with
+        ``reason``, never silently lost)."""
         self.state = "revoked"
         log.info("revoked: giving up", extra={"side": "client", "client": self.app.client_id,
+                                              "reason": reason,
                                               "undelivered": len(self.session.window.unacked)})
         if self._feeder is not None:
             self._feeder.cancel()
         for body in self.session.window.clear():
-            self.app.reject(body, "session revoked")
+            self.app.reject(body, reason)
         async for message in self.app.outgoing():
-            self.app.reject(message, "session revoked")
+            self.app.reject(message, reason)
 
     async def _hello(self, websocket, token: str | None) -> None:
         hello = {"session": self.session_id, "down_next": self.session.inbound.next_expected}
@@ -245,6 +251,19 @@ class ReliableClient:
     async def _deliver(self, body: str) -> None:
         await self.app.deliver(body)
         return None
+
+
+def new_session_id(seed: int | None = None) -> str:
+    """A session id: 128 bits from :mod:`secrets`, so nobody can guess it.
+
+    With a ``seed`` (the lab passes ``app.seed``, so that a run is replayed
+    exactly) it is derived from the seed instead, and anyone who knows the
+    seed can derive it too: the server's ownership check
+    (``bind_sessions_to_subject``), not the id, is what protects a seeded
+    session. Lesson 09 derives one to show the attack."""
+    if seed is None:
+        return secrets.token_hex(16)
+    return uuid.UUID(int=random.Random(seed).getrandbits(128)).hex
 
 
 def make_client(settings: Settings):

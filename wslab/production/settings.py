@@ -35,6 +35,12 @@ class Settings:
     # Require a token at the hello, refresh it in-band, close 4401 when it
     # expires and 4403 when revoked (lesson 09).
     require_token: bool = True
+    # A session resumes only for the subject (the token's) that opened it: a
+    # hello with another subject's session id is refused 4409, and the owner's
+    # connection is not touched. Off: whoever presents the id gets the session
+    # (the lesson 09 attack). Without tokens (require_token=False) there is no
+    # subject, and the session id is the only credential either way.
+    bind_sessions_to_subject: bool = True
 
     # Keepalive (lesson 06), through the library's own ping/pong:
     # a dead peer is noticed within ping_interval_s + ping_timeout_s, and the
@@ -76,6 +82,23 @@ class Settings:
     # Shed load: a server with this many live sessions closes new ones with
     # 1013 (try again later); the client backs off and retries. None: no limit.
     max_sessions: int | None = None
+    # The session store (it is what a hello costs the server, so it is bounded):
+    # sessions kept per subject and in all; a new one beyond either bound evicts
+    # the longest idle one (no live connection) of that subject, or of the
+    # store; when all of them are live the newcomer is refused 1013. A session
+    # idle for session_ttl_s (lab time) is evicted at the next hello. Scaled
+    # like every timer here, 600 s stands for half a day; it is far above any
+    # outage of a scenario, so no lab run loses a session to it.
+    max_sessions_per_subject: int | None = 16
+    max_sessions_total: int | None = 10_000
+    session_ttl_s: float = 600.0
+    # A session id is a key the store keeps: longer ones are refused 1008 at the
+    # hello (the client's own ids are 32 characters).
+    max_session_id_chars: int = 128
+    # Frames that break the protocol, per connection, before it is closed 1008:
+    # each gets an error frame, but a client sending nothing else would keep the
+    # server answering it while the other clients wait.
+    max_bad_frames: int = 32
     # No acknowledgement for this long while messages are in flight: go back
     # and resend from the oldest (an acknowledgement or a message was lost).
     ack_timeout_s: float = 0.4
@@ -116,6 +139,14 @@ class Settings:
             raise ConfigError(f"replay_window must be >= 1 or None, got {self.replay_window!r}")
         if self.max_sessions is not None and self.max_sessions < 1:
             raise ConfigError(f"max_sessions must be >= 1 or None, got {self.max_sessions!r}")
+        for name in ("max_sessions_per_subject", "max_sessions_total"):
+            if (value := getattr(self, name)) is not None and value < 1:
+                raise ConfigError(f"{name} must be >= 1 or None, got {value!r}")
+        if not self.session_ttl_s > 0:
+            raise ConfigError(f"session_ttl_s must be seconds > 0, got {self.session_ttl_s!r}")
+        if self.max_session_id_chars < 1 or self.max_bad_frames < 0:
+            raise ConfigError("max_session_id_chars must be >= 1 and max_bad_frames >= 0, got "
+                              f"{self.max_session_id_chars!r}, {self.max_bad_frames!r}")
         if not 0 <= self.refresh_when_left < 1:
             raise ConfigError(f"refresh_when_left must be in [0, 1), got {self.refresh_when_left!r}")
         if self.backoff_jitter not in ("none", "full", "decorrelated"):
