@@ -24,7 +24,11 @@ not retry). What this module measures:
   ``reaction(close_code) -> "refresh" | "back off" | "stop"``), a
   :class:`Journal` of every close and what the client did about it, and the two
   scenarios the checker runs it in (:func:`expiry_scenario`,
-  :func:`revocation_scenario`).
+  :func:`revocation_scenario`);
+- :func:`hijack`: a client with its own valid token presents another client's
+  session id, against a server with the ownership check off and on
+  (``bind_sessions_to_subject``): what the victim lost, whether it was
+  superseded, and what the attacker learnt.
 """
 
 from __future__ import annotations
@@ -45,7 +49,7 @@ from ..faults import Cut, FaultPlan, Revoke, ServerRestart
 from ..grading import REVOKE_GRACE_S
 from ..lab import arun
 from ..production import envelope
-from ..production.client import RETRYABLE, ReliableClient
+from ..production.client import RETRYABLE, ReliableClient, make_client, new_session_id
 from ..production.server import make_handler, serve_options
 from ..production.settings import DEFAULT, Settings
 from ..run import Run
@@ -55,6 +59,7 @@ from ..workload import Workload, split_id
 __all__ = [
     "ACTIONS",
     "REVOKE_GRACE_S",
+    "Hijack",
     "Journal",
     "LifetimeRow",
     "ReactingClient",
@@ -62,6 +67,7 @@ __all__ = [
     "attempts_between",
     "auth_step",
     "expiry_scenario",
+    "hijack",
     "lifetime_sweep",
     "plot_lifetimes",
     "reaction_design",
@@ -367,3 +373,86 @@ def revocation_scenario() -> Scenario:
                     FaultPlan([Revoke(start_s=REVOKE_AT_S, clients=frozenset({1})),
                                ServerRestart(start_s=RESTART_START_S, duration_s=RESTART_S)]),
                     clients=2, seed=92, token_ttl_s=60.0)
+
+
+# A session taken by another subject ------------------------------------------------------
+
+HIJACK_AT_S = 0.5
+HIJACK_MESSAGES = 10
+
+
+@dataclass(frozen=True)
+class Hijack:
+    """Client 1 (its own valid token) resumes client 0's session at
+    ``HIJACK_AT_S`` and sends ``HIJACK_MESSAGES`` of its messages in it."""
+
+    bound: bool  # the server's bind_sessions_to_subject
+    refused_code: int | None  # how the attacker's hello was closed (None: welcomed)
+    learnt_up_next: int | None  # the victim's next sequence number, told to the attacker
+    attacker_frames: int  # frames the server sent the attacker
+    attacker_delivered: int  # attacker's messages processed in the victim's session
+    victim_sent: int
+    victim_lost: int  # never delivered, never refused: lost silently
+    victim_duplicated: int
+    superseded: int  # victim connections the attacker's hello closed (4001)
+    run: Run = field(repr=False, compare=False)
+
+
+async def hijack(*, bound: bool, settings: Settings = DEFAULT) -> Hijack:
+    """Run the hijack against the production server with
+    ``bind_sessions_to_subject=bound`` (the victim is the production client).
+
+    The attacker needs no secret of the victim's: in a lab run a client's
+    session id is derived from the run's seed (:func:`new_session_id`), as any
+    id from a seeded ``random.Random`` can be. Unbound, the server hands it the
+    session: the welcome tells it the victim's ``up_next``, the victim is
+    superseded, and the attacker's messages take the victim's sequence numbers,
+    so the victim's own copies are dropped as duplicates and acknowledged:
+    lost, silently. Bound, the hello is closed 4409 before anything is read or
+    said about the session."""
+    chosen = replace(settings, bind_sessions_to_subject=bound)
+    seen: dict = {"code": None, "up_next": None, "frames": 0}
+    victim = make_client(chosen)
+
+    async def client(app) -> None:
+        if app.client_id == 0:
+            return await victim(app)
+        await asyncio.sleep(HIJACK_AT_S)
+        victims_id = new_session_id(app.seed - app.client_id)  # client 0's seed
+        async with app.connect() as websocket:
+            await websocket.send(envelope.encode("hello", session=victims_id, down_next=0,
+                                                 token=await app.fetch_token()))
+            try:
+                reply = envelope.decode(await websocket.recv())
+                seen["frames"] += 1
+                if reply.type == "welcome":
+                    seen["up_next"] = reply.fields["up_next"]
+                    for offset in range(HIJACK_MESSAGES):
+                        body = await app.next_message()
+                        await websocket.send(envelope.encode(
+                            "msg", seq=reply.fields["up_next"] + offset, body=body))
+                    async for _ in websocket:  # acknowledgements, until superseded
+                        seen["frames"] += 1
+            except ConnectionClosed:
+                pass
+            seen["code"] = websocket.close_code
+        async for message in app.outgoing():
+            app.reject(message, "the attacker sends no more")
+
+    design = Design(f"hijack, sessions {'bound' if bound else 'unbound'}",
+                    handler=make_handler(chosen), client=client,
+                    serve_options=serve_options(chosen), stop_grace_s=chosen.stop_timeout_s + 0.1)
+    run = await arun(design, "network_interruption", faults=[], clients=2,
+                     workload=Workload(count=100, rate_per_s=100, direction="up"), settle_s=1.0)
+    mine = [r for r in run.ledger.records.values() if _client_of(r.msg_id) == 0]
+    return Hijack(
+        bound=bound, refused_code=seen["code"] if seen["up_next"] is None else None,
+        learnt_up_next=seen["up_next"], attacker_frames=seen["frames"],
+        attacker_delivered=sum(1 for r in run.ledger.records.values()
+                               if _client_of(r.msg_id) == 1 and r.deliveries),
+        victim_sent=len(mine),
+        victim_lost=sum(1 for r in mine if not r.deliveries and r.rejected_s is None),
+        victim_duplicated=sum(1 for r in mine if len(r.deliveries) > 1),
+        superseded=sum(1 for e in run.logs if e["event"] == "superseding an older connection"
+                       and e.get("client") == 1),
+        run=run)
