@@ -86,3 +86,54 @@ def test_the_server_survives_any_frames(sent_frames):
     assert seen["close"] in ALLOWED_CLOSES, seen
     honest = [r for r in run.ledger.records.values() if r.msg_id.startswith("u1.")]
     assert honest and all(r.deliveries for r in honest), "the server stopped serving others"
+
+
+# envelope.decode alone: anything in, an Envelope or a BadFrame out ------------------
+
+# Each example is one draw of a few bytes (cheap: 10,000 examples take seconds), read
+# by frame_from as one of several kinds of input: pieces of frames glued at random
+# (brackets that do not pair up, strings that do not end, escapes), deep nesting,
+# integers too long to convert, arbitrary text, binary, and frames of every type
+# with fields of every JSON type (some valid).
+PIECES = ['{', '}', '[', ']', '"', '\\', '\\"', '\\u', '\\ud800', ':', ',', ' ', '"t"', '"msg"',
+          '"ack"', '"hello"', '"welcome"', '"seq"', '"body"', '"bodies"', '"session"',
+          '"down_next"', '"token"', '"resend"', '0', '-1', '1.5', '1e999', '9' * 30, 'true',
+          'null', 'NaN', '-Infinity', 'x', '\x00', '\udfff', '"\u00e9"', '{"t": "msg", ',
+          '{"t": "ack", "seq": ', '{"t": "hello", "session": "s", "down_next": ']
+OPENERS = ["[", "{", '{"a":', '[{"t":', '{"t": "msg", "seq": 0, "bodies": [']
+TYPES = ["msg", "ack", "hello", "welcome", "auth", "error", "", "MSG"]
+FIELDS = ["seq", "body", "bodies", "session", "down_next", "token", "up_next", "code", "detail",
+          "resend", "missed"]
+VALUES = ["0", "7", "-1", str(2**53), str(2**53 + 1), "1.5", '"x"', '""', "true", "false",
+          "null", "[]", "{}", '["a"]', '["a", 1]', '["a", "b"]', "NaN", "1e999"]
+
+
+def frame_from(b: bytes) -> str | bytes:
+    kind, rest = (b[0] % 6, b[1:]) if b else (0, b"")
+    glued = "".join(PIECES[i % len(PIECES)] for i in rest[3:])
+    number = int.from_bytes(rest[:2], "big")
+    if kind == 0:
+        return "".join(PIECES[i % len(PIECES)] for i in rest)
+    if kind == 1:
+        return OPENERS[rest[2] % len(OPENERS) if len(rest) > 2 else 0] * (number % 5001) + glued
+    if kind == 2:
+        return '{"t": "ack", "seq": ' + "-" * (number % 2) + "9" * (number % 6001) + glued
+    if kind == 3:
+        return rest.decode("latin-1")
+    if kind == 4:
+        return rest
+    pairs = [f'"{FIELDS[k % len(FIELDS)]}": {VALUES[v % len(VALUES)]}'
+             for k, v in zip(rest[1::2], rest[2::2])]
+    return "{" + ", ".join([f'"t": "{TYPES[rest[0] % len(TYPES)] if rest else "msg"}"', *pairs]) + "}"
+
+
+@settings(max_examples=10_000, deadline=None, derandomize=True, database=None)
+@given(st.binary(max_size=24).map(frame_from))
+def test_decode_returns_an_envelope_or_raises_bad_frame(data):
+    try:
+        result = envelope.decode(data)
+    except envelope.BadFrame as exc:
+        assert exc.code in {"bad_json", "too_large", "too_deep", "bad_number", "unknown_type",
+                            "bad_field", "binary_not_supported"}, exc.code
+        return
+    assert isinstance(result, envelope.Envelope)
