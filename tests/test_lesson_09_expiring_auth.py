@@ -184,3 +184,20 @@ def test_the_checker_scenarios_produce_the_codes_the_hints_name():
     assert [f.kind for f in revocation.faults] == ["revoke", "server restart"]
     revoke, restart = revocation.faults
     assert revoke.start_s < restart.start_s and revoke.clients == frozenset({1})
+
+
+def test_a_hijacked_session_loses_the_victims_messages_unless_sessions_are_bound():
+    async def both():
+        return await asyncio.gather(experiment.hijack(bound=False), experiment.hijack(bound=True))
+
+    unbound, bound = asyncio.run(both())
+    # Off: the attacker is welcomed into the victim's session, learns where it is,
+    # supersedes it, and its messages take the victim's numbers: the victim's are lost.
+    assert unbound.refused_code is None and unbound.learnt_up_next is not None
+    assert unbound.attacker_delivered == experiment.HIJACK_MESSAGES
+    assert unbound.victim_lost == experiment.HIJACK_MESSAGES and unbound.superseded >= 1
+    # On: closed 4409 before a word about the session; the victim loses nothing.
+    assert bound.refused_code == 4409 and bound.learnt_up_next is None
+    assert (bound.attacker_frames, bound.attacker_delivered) == (0, 0)
+    assert (bound.victim_lost, bound.victim_duplicated, bound.superseded) == (0, 0, 0)
+    assert bound.victim_sent == unbound.victim_sent == 100
