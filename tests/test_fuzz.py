@@ -37,7 +37,7 @@ frames = st.one_of(
     frame_objects.map(lambda obj: json.dumps(obj, allow_nan=True)),
 )
 
-ALLOWED_CLOSES = {None, 1000, 1001, 1008, 1009, 1011, envelope.SUPERSEDED,
+ALLOWED_CLOSES = {None, 1000, 1001, 1008, 1009, envelope.SUPERSEDED,  # never 1011
                   envelope.UNAUTHORIZED, envelope.FORBIDDEN}
 
 

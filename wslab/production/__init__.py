@@ -9,6 +9,7 @@ module             mechanism                                      lesson
 ``envelope``       the frames, and the answer to bad input         04, 05
 ``settings``       every value chosen, with the reason             03–08
 ``client``         reconnecting client, durable outbound queue     03–08
-``server``         handler with a durable session store            04–08
+``sessions``       the session store: owners, bounds, eviction     09
+``server``         handler with a durable session store            04–09
 =================  ============================================  ==========
 """

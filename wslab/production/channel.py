@@ -112,7 +112,9 @@ class Channel:
     outlive it, so the next connection resends what this one did not get
     acknowledged. ``deliver(body)`` is the application (it may return a reply,
     which is queued in the same window); ``lock`` serialises delivery when two
-    connections of one session overlap.
+    connections of one session overlap. A frame that breaks the protocol is
+    answered through ``on_bad_frame``, up to ``settings.max_bad_frames`` of
+    them; the next one closes the connection with 1008.
     """
 
     def __init__(self, websocket, session: Session, *,

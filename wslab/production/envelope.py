@@ -1,12 +1,13 @@
-"""The production protocol's frames: JSON text, one object per frame (lessons 04, 10).
+"""The production protocol's frames: JSON text, one object per frame (lessons 04, 09, 10).
 
 ====================  ===========================================================
 frame                 meaning
 ====================  ===========================================================
 ``hello``             client → server, first frame: ``session`` (a string the
-                      client keeps across reconnections), ``down_next`` (the
-                      next server→client number it expects), ``token`` (when
-                      the server requires one)
+                      client keeps across reconnections: unguessable, and
+                      owned by the token's subject that opened it),
+                      ``down_next`` (the next server→client number it
+                      expects), ``token`` (when the server requires one)
 ``auth``              client → server: ``token``, a fresh token before the
                       current one expires (no reconnection needed)
 ``welcome``           server → client, answer to hello: ``up_next`` (the next
@@ -32,7 +33,7 @@ input                                     answer
 ========================================  ==========================================
 not JSON, not an object                   error ``bad_json``
 longer than ``MAX_FRAME_CHARS``           error ``too_large`` (not parsed)
-nested deeper than ``MAX_DEPTH``, or     error ``too_deep`` (not parsed)
+nested deeper than ``MAX_DEPTH``, or      error ``too_deep`` (not parsed)
 more than ``MAX_BRACKETS`` brackets
 outside strings
 an integer beyond ±``MAX_INT`` (2**53)    error ``bad_number`` (not converted)
@@ -52,7 +53,7 @@ revoked session                           close 4403: do not retry
 a ``hello`` resuming a session that       close 4409 "session not yours": nothing
 belongs to another subject (the token's   about that session is said (no
 subject; servers that require tokens)     ``up_next``), its owner is not disturbed
-more live sessions than ``max_sessions``   close 1013 (try again later): load shed
+more live sessions than ``max_sessions``  close 1013 (try again later): load shed
 a new session when the store is full      close 1013: the store evicts the longest
 of sessions that all have a live          idle session first; only when every
 connection (``max_sessions_total``, or    session has a live connection is the
