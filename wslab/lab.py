@@ -41,6 +41,7 @@ proxy's) and takes it down on the way out, in order.
 from __future__ import annotations
 
 import asyncio
+import heapq
 import logging
 import re
 import time
@@ -166,7 +167,12 @@ class LabServer:
                            f"after a restart (another program took it?): {exc}") from exc
         self.server = server
         self.port = server.sockets[0].getsockname()[1]
-        await server.start_serving()
+        try:
+            await server.start_serving()
+        except BaseException:  # cancelled: as the run's first start, no block's exit will run
+            self._abort()
+            self.server = None
+            raise
         return self.port
 
     async def stop(self, code: int = 1001, *, grace_s: float = TEARDOWN_GRACE_S) -> None:
@@ -243,10 +249,10 @@ class _Clients:
     :meth:`start` runs the design's client for each (tasks of the lab's own, not
     of a task group: the lab stops them in its order). Leaving the block stops
     them: first, for a design with ``stop_grace_s``, a graceful stop
-    (``app.stopping``, the network still up); then the proxy resets every
-    connection, so each side sees a dead peer at once and no close handshake
-    can hold teardown up; then the tasks are cancelled and the clients'
-    sockets aborted.
+    (``app.stopping``, the network still up; not when the run was cancelled);
+    then the proxy resets every connection, so each side sees a dead peer at
+    once and no close handshake can hold teardown up; then the tasks are
+    cancelled and the clients' sockets aborted.
     """
 
     def __init__(self, ctx: RunContext, design: Design, proxy: FaultProxy, count: int,
@@ -264,10 +270,12 @@ class _Clients:
             self.tasks.append(asyncio.create_task(_client_main(self.ctx, self.design, app),
                                                   name=f"wslab client {app.client_id}"))
 
-    async def __aexit__(self, *exc: Any) -> None:
+    async def __aexit__(self, exc_type: type | None, *exc: Any) -> None:
         ctx, tasks = self.ctx, self.tasks
         ctx.stopping = True
-        grace = self.design.stop_grace_s if tasks else 0
+        # A cancelled run (Ctrl-C, its time limit) stops now: no graceful stop.
+        cancelled = exc_type is not None and issubclass(exc_type, asyncio.CancelledError)
+        grace = self.design.stop_grace_s if tasks and not cancelled else 0
         if grace:
             for app in self.apps:
                 app.stopping.set()
@@ -583,6 +591,27 @@ async def _arun_here(the_design: Design, chosen: Scenario,
     finally:
         for logger in _CAPTURED:
             logger.removeHandler(log_capture)
+        _forget_cancelled_timers(loop)
+
+
+def _forget_cancelled_timers(loop: asyncio.AbstractEventLoop) -> None:
+    """Drop the cancelled timers from ``loop``'s queue, as asyncio does itself once
+    they are half of it. Each keeps the context it was scheduled in, and with it
+    the run (``current_run``, the client app): a token's one-hour lifetime
+    timer, cancelled when its connection closed, would keep a finished run in
+    memory for an hour on a loop that outlives it (runs awaited in one lab loop)."""
+    scheduled = getattr(loop, "_scheduled", None)  # BaseEventLoop's heap of TimerHandles
+    if not isinstance(scheduled, list):
+        return
+    kept = [handle for handle in scheduled if not handle.cancelled()]
+    if len(kept) == len(scheduled):
+        return
+    for handle in scheduled:
+        if handle.cancelled():
+            handle._scheduled = False  # noqa: SLF001 - as BaseEventLoop._run_once does
+    heapq.heapify(kept)
+    scheduled[:] = kept
+    loop._timer_cancelled_count = 0  # type: ignore[attr-defined]  # none left in the heap
 
 
 async def _execute(design: Design, scenario: Scenario, ctx: RunContext,
