@@ -57,7 +57,7 @@ from .context import (RunContext, current_party, current_run, is_lab_task, lab_w
                       track_tasks)
 from .contract import ClientApp, Design, ServerApp, _current_client, _Outbox
 from .designs import get_design
-from .errors import ConfigError, DesignHangError, RunError, RunTimeoutError
+from .errors import ConfigError, DesignHangError, RunError, RunTimeoutError, WslabError
 from .faults import Downtime, FaultPlan, Revoke
 from .observability import log_fields
 from .proxy import BACKLOG, HOST, FaultProxy, queued_bytes
@@ -588,10 +588,36 @@ async def _arun_here(the_design: Design, chosen: Scenario,
             body.cancel()
             await asyncio.wait([body], timeout=TEARDOWN_GRACE_S * 2)
             raise
+        except WslabError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - out of the lab's task group
+            failure = _lab_failure(exc)
+            raise failure from failure.__cause__  # not "during handling of" the group
     finally:
         for logger in _CAPTURED:
             logger.removeHandler(log_capture)
         _forget_cancelled_timers(loop)
+
+
+def _lab_failure(exc: Exception) -> WslabError:
+    """What a failure out of the lab's task group is to the caller: the wslab error
+    in it (a restart's :class:`RunError`), or a :class:`RunError` that says the
+    lab itself broke (the original chained to it, with its traceback)."""
+    leaves: list[BaseException] = []
+    pending: list[BaseException] = [exc]
+    while pending:
+        e = pending.pop()
+        if isinstance(e, BaseExceptionGroup):
+            pending.extend(e.exceptions)
+        else:
+            leaves.append(e)
+    if len(leaves) == 1 and isinstance(leaves[0], WslabError):
+        return leaves[0]
+    failure = RunError("the lab itself failed (a bug in wslab, not in the design; please "
+                       "report it with the run's arguments): "
+                       + "; ".join(f"{type(e).__name__}: {e}" for e in leaves))
+    failure.__cause__ = exc
+    return failure
 
 
 def _forget_cancelled_timers(loop: asyncio.AbstractEventLoop) -> None:
