@@ -128,7 +128,7 @@ class LabServer:
         # Every server-side TCP connection not yet closed, of this server and of
         # the ones it replaced, from accept on: those still in their opening
         # handshake too (websockets' Server only knows the open ones).
-        self.sockets: set[_LabServerConnection] = set()
+        self.open_connections: set[_LabServerConnection] = set()
         self._stopped: list[Server] = []  # stopped, their close perhaps still under way
 
     async def __aenter__(self) -> int:
@@ -200,13 +200,13 @@ class LabServer:
 
     def _abort(self) -> None:
         """Abort every server connection still open and close every listener."""
-        for conn in list(self.sockets):
+        for conn in list(self.open_connections):
             conn.transport.abort()
         for server in (*self._stopped, *([self.server] if self.server is not None else [])):
             server.server.close()
 
     def _connection(self, *args: Any, **kwargs: Any) -> "_LabServerConnection":
-        return _LabServerConnection(self.sockets, *args, **kwargs)
+        return _LabServerConnection(self.open_connections, *args, **kwargs)
 
     def connections(self) -> list[Any]:
         """The connections the server is serving now (none while it is down)."""
