@@ -17,11 +17,17 @@ Guarantees:
   (``Scenario.horizon_end_s``: the planned end, plus ``horizon_s`` lab seconds
   of settling that the grader asks for), whichever comes first; it ends on a
   sample, so its last sample shows the state it ended in.
-- When the run returns or raises, nothing it started is left: the clients'
-  tasks are cancelled, the server and the proxy are closed with all their
+- When the run returns or raises, or is cancelled at any moment (Ctrl-C, in
+  the middle of a restart), nothing it started is left: the clients' tasks
+  are cancelled, the server and the proxy are closed with all their
   sockets, and every task the design started (tracked through the event
   loop's task factory) is cancelled and awaited. A design whose tasks ignore
-  cancellation makes the run raise :class:`~wslab.errors.DesignHangError`.
+  cancellation makes the run raise :class:`~wslab.errors.DesignHangError`;
+  ``run.tasks_left`` counts the design's tasks only, never the lab's own
+  (its nemesis, sampler, proxy, or websockets' tasks closing the server).
+  Nor is a finished run kept in memory by the loop it ran on.
+- Fault windows may come in any order and overlap: the lab itself fails
+  only by a bug, and then raises :class:`~wslab.errors.RunError`.
 - An exception in the design is a result, not a crash: it is recorded in
   ``run.errors``, as are the exceptions of fire-and-forget tasks nobody
   awaited; every exception that ended a piece of a client's or a handler's
