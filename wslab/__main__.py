@@ -4,7 +4,8 @@ What a command prints for a script goes to stdout; progress and errors go to std
 
 Exit status: 0 on success, 1 when a grade or an audit fails (or a run
 fails), 2 for bad usage (an unknown name, a bad number, a file that is not
-there or does not fit the design contract).
+there or does not fit the design contract), 130 when interrupted (Ctrl-C,
+SIGINT: one line on stderr).
 """
 
 from __future__ import annotations
@@ -161,6 +162,9 @@ def main(argv: list[str] | None = None) -> int:
     except RunError as exc:
         print(f"run failed: {exc}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:  # Ctrl-C: the run was stopped (run_in_lab_loop_sync)
+        print("wslab: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

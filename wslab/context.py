@@ -67,6 +67,13 @@ current_party: contextvars.ContextVar[Party | None] = contextvars.ContextVar(
     "wslab_current_party", default=None
 )
 
+# True in the lab's own work that runs library code which starts tasks (closing
+# the design's server: websockets' Server._close and the closes it starts).
+# Such a task is named "wslab ..." as it is adopted, like every task the lab
+# starts itself: the lab's, never counted as a task the design left running.
+lab_work: contextvars.ContextVar[bool] = contextvars.ContextVar("wslab_lab_work", default=False)
+LAB_TASK_PREFIX = "wslab "
+
 
 @dataclass
 class RunContext:
@@ -149,7 +156,10 @@ class RunContext:
         default); its failure is recorded, never lost. A task of a party (see
         :data:`current_party`) is recorded as it starts and, if it fails, as it ends."""
         self.tasks.add(task)
-        party = (context if context is not None else contextvars.copy_context()).get(current_party)
+        context = context if context is not None else contextvars.copy_context()
+        if context.get(lab_work) and not is_lab_task(task):
+            task.set_name(LAB_TASK_PREFIX + task.get_name())
+        party = context.get(current_party)
         work = getattr(task.get_coro(), "__qualname__", task.get_name())
         if party is not None:
             self.record_start(party, work)
@@ -210,6 +220,11 @@ class RunContext:
             start = due if t - due < delay else t  # back to back: catch up with the schedule
             self.consumer_due[key] = start + delay
             await asyncio.sleep(max(0.0, start + delay - t))
+
+
+def is_lab_task(task: asyncio.Task) -> bool:
+    """True for a task of the lab's own (its name starts with "wslab "), not the design's."""
+    return task.get_name().startswith(LAB_TASK_PREFIX)
 
 
 # Exceptions, as recorded ------------------------------------------------------

@@ -449,14 +449,17 @@ class ServerApp(_App):
         await self._run.consume_delay("server", self.client_id)
         msg_id = message_id(message)
         now = self._run.now()
-        self._run.ledger.delivered(msg_id, now)
+        reply = None
         if self._run.workload.echo and msg_id is not None and msg_id.startswith("u"):
             echo_id = reply_id(msg_id)
+            # The reply is produced before the message counts as delivered: never a
+            # moment with nothing outstanding, at which the run could end without it.
             if echo_id not in self._run.ledger.records:
                 self._run.ledger.produced(echo_id, now)
                 self._run.ledger.accepted(echo_id, now)
-            return make_message(echo_id, self._run.workload.size_bytes)
-        return None
+            reply = make_message(echo_id, self._run.workload.size_bytes)
+        self._run.ledger.delivered(msg_id, now)
+        return reply
 
 
 class ClientApp(_App):

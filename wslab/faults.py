@@ -26,8 +26,12 @@ Network faults, applied by the proxy to the bytes on the wire:
 
 Faults applied by the lab:
 
-- :class:`ServerRestart`: the server stops (close code 1001, its memory lost)
-  and starts again on the same port after ``duration_s``.
+- :class:`ServerRestart`: the server stops (close code 1012, its memory lost)
+  and starts again on the same port after ``duration_s``. Any number of
+  restart windows may overlap or follow each other back to back: the server is
+  down over their union (:meth:`FaultPlan.downtimes` merges windows that
+  overlap or touch), and the lab carries the downtimes out one after another,
+  each stop bounded by its downtime, so the server is back at each window's end.
 - :class:`SlowConsumer`: the receiving application on one side takes
   ``delay_s`` to process each message.
 - :class:`Revoke`: the identity provider revokes some clients' sessions.

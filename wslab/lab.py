@@ -17,11 +17,17 @@ Guarantees:
   (``Scenario.horizon_end_s``: the planned end, plus ``horizon_s`` lab seconds
   of settling that the grader asks for), whichever comes first; it ends on a
   sample, so its last sample shows the state it ended in.
-- When the run returns or raises, nothing it started is left: the clients'
-  tasks are cancelled, the server and the proxy are closed with all their
+- When the run returns or raises, or is cancelled at any moment (Ctrl-C, in
+  the middle of a restart), nothing it started is left: the clients' tasks
+  are cancelled, the server and the proxy are closed with all their
   sockets, and every task the design started (tracked through the event
   loop's task factory) is cancelled and awaited. A design whose tasks ignore
-  cancellation makes the run raise :class:`~wslab.errors.DesignHangError`.
+  cancellation makes the run raise :class:`~wslab.errors.DesignHangError`;
+  ``run.tasks_left`` counts the design's tasks only, never the lab's own
+  (its nemesis, sampler, proxy, or websockets' tasks closing the server).
+  Nor is a finished run kept in memory by the loop it ran on.
+- Fault windows may come in any order and overlap: the lab itself fails
+  only by a bug, and then raises :class:`~wslab.errors.RunError`.
 - An exception in the design is a result, not a crash: it is recorded in
   ``run.errors``, as are the exceptions of fire-and-forget tasks nobody
   awaited; every exception that ended a piece of a client's or a handler's
@@ -41,6 +47,7 @@ proxy's) and takes it down on the way out, in order.
 from __future__ import annotations
 
 import asyncio
+import heapq
 import logging
 import re
 import time
@@ -48,15 +55,15 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from websockets.asyncio.server import Server, serve
-from websockets.protocol import State
+from websockets.asyncio.server import Server, ServerConnection, serve
 
 from .auth import TokenAuthority
 from .clock import clock_of, run_in_lab_loop, run_in_lab_loop_sync
-from .context import RunContext, current_party, current_run, track_tasks
+from .context import (RunContext, current_party, current_run, is_lab_task, lab_work,
+                      track_tasks)
 from .contract import ClientApp, Design, ServerApp, _current_client, _Outbox
 from .designs import get_design
-from .errors import ConfigError, DesignHangError, RunTimeoutError
+from .errors import ConfigError, DesignHangError, RunError, RunTimeoutError, WslabError
 from .faults import Downtime, FaultPlan, Revoke
 from .observability import log_fields
 from .proxy import BACKLOG, HOST, FaultProxy, queued_bytes
@@ -106,56 +113,106 @@ class LabServer:
     ``async with LabServer(design, ctx) as port:`` listens on 127.0.0.1 (a free
     port) and gives the port; leaving the block closes it (1001). A restart
     (:meth:`stop`, then :meth:`start`) listens on the same port again.
+
+    Guarantees: :meth:`stop` and :meth:`start` are idempotent; a stop returns
+    within its grace period, every connection it could not close by then
+    aborted (so a restart is back on time); and leaving the block, even
+    cancelled at any moment, leaves no listening socket and no open server
+    connection behind, whatever state a start or a stop was in.
     """
 
     def __init__(self, design: Design, ctx: RunContext, down: dict[int, _Outbox] | None = None) -> None:
+        if "create_connection" in design.serve_options:
+            raise ConfigError(f"design {design.name!r}: serve_options may not set create_connection "
+                              "(the lab tracks the server's connections with its own)")
         self.design, self.ctx, self.down = design, ctx, down or {}
         self.port = 0
         self.server: Server | None = None
         self.opens: list[tuple[float, int | None]] = []
         self.state: dict = {}
         self.store: dict = {}  # durable: survives restarts
-        self.live: set[Any] = set()  # server connections not known to be closed
+        # Every server-side TCP connection not yet closed, of this server and of
+        # the ones it replaced, from accept on: those still in their opening
+        # handshake too (websockets' Server only knows the open ones).
+        self.open_connections: set[_LabServerConnection] = set()
+        self._stopped: list[Server] = []  # stopped, their close perhaps still under way
 
     async def __aenter__(self) -> int:
         return await self.start()
 
     async def __aexit__(self, *exc: Any) -> None:
-        await self.stop(1001)
+        try:
+            await self.stop(1001)
+            closing = [s.close_task for s in self._stopped if s.close_task is not None]
+            if closing:  # what the design's handlers do once their connections are aborted
+                await asyncio.wait(closing, timeout=TEARDOWN_GRACE_S)
+        finally:  # cancelled or not: nothing listens, nothing stays open
+            self._abort()
 
     async def start(self) -> int:
-        """Listen (with an empty ``app.state``: a new server remembers nothing); return the port."""
+        """Listen (with an empty ``app.state``: a new server remembers nothing); return
+        the port. A no-op while the server listens already."""
+        if self.server is not None:
+            return self.port
         self.state = {}
-        options = {"logger": _design_logger, "backlog": BACKLOG, **self.design.serve_options}
+        options = {"logger": _design_logger, "backlog": BACKLOG, **self.design.serve_options,
+                   "create_connection": self._connection, "start_serving": False}
         try:
-            self.server = await serve(self._handle, HOST, self.port, **options)
+            # Nothing awaits between binding the socket and handing the server over
+            # (start_serving=False), so a cancellation cannot leave a socket unowned.
+            server = await serve(self._handle, HOST, self.port, **options)
         except TypeError as exc:
             raise ConfigError(
                 f"design {self.design.name!r}: serve_options are not accepted by "
                 f"websockets' serve(): {exc}"
             ) from exc
-        self.port = self.server.sockets[0].getsockname()[1]
+        except OSError as exc:
+            if not self.port:
+                raise
+            raise RunError(f"the design's server could not listen again on port {self.port} "
+                           f"after a restart (another program took it?): {exc}") from exc
+        self.server = server
+        self.port = server.sockets[0].getsockname()[1]
+        try:
+            await server.start_serving()
+        except BaseException:  # cancelled: as the run's first start, no block's exit will run
+            self._abort()
+            self.server = None
+            raise
         return self.port
 
-    async def stop(self, code: int = 1001) -> None:
-        """Close every connection with ``code`` and stop listening. A connection
-        still closing after the grace period (a handler that stopped reading
-        cannot receive the peer's close frame, and the library would wait out
-        its close_timeout, 10 s by default) is aborted, as a dying process would."""
+    async def stop(self, code: int = 1001, *, grace_s: float = TEARDOWN_GRACE_S) -> None:
+        """Stop listening at once, close every connection with ``code`` and give the
+        handlers ``grace_s`` to return; then abort every connection still open,
+        as a dying process would: one still in its opening handshake (a black
+        hole holds it until open_timeout, 10 s by default), one whose handler
+        stopped reading (it cannot receive the peer's close frame, and the
+        library would wait out its close_timeout). Returns within ``grace_s``
+        (a no-op while the server is down); a handler that ignores its closed
+        connection is the design's, and teardown reports it."""
         server, self.server = self.server, None
-        if server is None:
-            return
-        server.close(code=code)
-        try:
-            await asyncio.wait_for(asyncio.shield(server.wait_closed()), TEARDOWN_GRACE_S)
-        except TimeoutError:
-            for conn in list(self.live):
-                conn.transport.abort()
+        if server is not None:
+            self._stopped.append(server)
+            token = lab_work.set(True)  # websockets' close task and the tasks it starts
             try:
-                await asyncio.wait_for(server.wait_closed(), TEARDOWN_GRACE_S)
-            except TimeoutError:
-                pass  # the handlers still running are the design's; teardown reports them
-        self.live = {c for c in self.live if c.state is not State.CLOSED}
+                server.close(code=code)
+            finally:
+                lab_work.reset(token)
+            # Stop listening now, not in that task: cancelled before it first runs,
+            # it would never close the listening socket.
+            server.server.close()
+            await asyncio.wait([server.close_task], timeout=max(0.0, grace_s))
+        self._abort()
+
+    def _abort(self) -> None:
+        """Abort every server connection still open and close every listener."""
+        for conn in list(self.open_connections):
+            conn.transport.abort()
+        for server in (*self._stopped, *([self.server] if self.server is not None else [])):
+            server.server.close()
+
+    def _connection(self, *args: Any, **kwargs: Any) -> "_LabServerConnection":
+        return _LabServerConnection(self.open_connections, *args, **kwargs)
 
     def connections(self) -> list[Any]:
         """The connections the server is serving now (none while it is down)."""
@@ -167,7 +224,6 @@ class LabServer:
         current_party.set(("server", client_id))  # this connection's task and what it starts
         self.ctx.record_start(("server", client_id), "server handler")
         self.opens.append((round(self.ctx.now(), 6), client_id))
-        self.live = {c for c in self.live if c.state is not State.CLOSED} | {websocket}
         app = ServerApp(self.ctx, client_id, self.down.get(client_id), self.state, self.store)
         try:
             await self.design.handler(websocket, app)
@@ -176,16 +232,33 @@ class LabServer:
             raise
 
 
+class _LabServerConnection(ServerConnection):
+    """A server connection that is in ``tracked`` from the moment its TCP
+    connection is accepted until it is closed."""
+
+    def __init__(self, tracked: set["_LabServerConnection"], *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._tracked = tracked
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        self._tracked.add(self)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._tracked.discard(self)
+        super().connection_lost(exc)
+
+
 class _Clients:
     """The design's clients, one :class:`ClientApp` each, connecting through ``proxy``.
 
     :meth:`start` runs the design's client for each (tasks of the lab's own, not
     of a task group: the lab stops them in its order). Leaving the block stops
     them: first, for a design with ``stop_grace_s``, a graceful stop
-    (``app.stopping``, the network still up); then the proxy resets every
-    connection, so each side sees a dead peer at once and no close handshake
-    can hold teardown up; then the tasks are cancelled and the clients'
-    sockets aborted.
+    (``app.stopping``, the network still up; not when the run was cancelled);
+    then the proxy resets every connection, so each side sees a dead peer at
+    once and no close handshake can hold teardown up; then the tasks are
+    cancelled and the clients' sockets aborted.
     """
 
     def __init__(self, ctx: RunContext, design: Design, proxy: FaultProxy, count: int,
@@ -203,10 +276,12 @@ class _Clients:
             self.tasks.append(asyncio.create_task(_client_main(self.ctx, self.design, app),
                                                   name=f"wslab client {app.client_id}"))
 
-    async def __aexit__(self, *exc: Any) -> None:
+    async def __aexit__(self, exc_type: type | None, *exc: Any) -> None:
         ctx, tasks = self.ctx, self.tasks
         ctx.stopping = True
-        grace = self.design.stop_grace_s if tasks else 0
+        # A cancelled run (Ctrl-C, its time limit) stops now: no graceful stop.
+        cancelled = exc_type is not None and issubclass(exc_type, asyncio.CancelledError)
+        grace = self.design.stop_grace_s if tasks and not cancelled else 0
         if grace:
             for app in self.apps:
                 app.stopping.set()
@@ -256,7 +331,12 @@ async def _nemesis(ctx: RunContext, proxy: FaultProxy, server: LabServer, client
     provider, a downtime by stopping the server and starting it again, and the
     turns of a ``"refused"`` outage flavour by closing and reopening the proxy's
     listening socket. (The faults that act on bytes as they pass, and the other
-    flavours of a new connection's failure, the proxy applies by itself.)"""
+    flavours of a new connection's failure, the proxy applies by itself.)
+
+    The downtimes (disjoint: :meth:`FaultPlan.downtimes` merges overlapping and
+    touching windows) are carried out one after another, each stop given at
+    most the downtime's length as grace, so the server is back at each
+    window's end and a stop never runs into the next start."""
 
     async def at(t: float) -> None:
         delay = t - ctx.now()
@@ -265,16 +345,22 @@ async def _nemesis(ctx: RunContext, proxy: FaultProxy, server: LabServer, client
 
     async def act(item: Any) -> None:
         await at(item.start_s)
-        if isinstance(item, Downtime):
-            await server.stop(item.close_code)
-            if item.end_s is not None:
-                await at(item.end_s)
-                await server.start()
-        elif isinstance(item, Revoke):
+        if isinstance(item, Revoke):
             for client in (item.clients if item.clients is not None else range(clients)):
                 ctx.auth.revoke(f"c{client}")
         else:
             proxy.onset(item)
+
+    async def restarts(downtimes: list[Downtime]) -> None:
+        for down in sorted(downtimes, key=lambda d: d.start_s):
+            await at(down.start_s)
+            if down.end_s is None:
+                await server.stop(down.close_code)
+                return
+            await server.stop(down.close_code,
+                              grace_s=min(TEARDOWN_GRACE_S, down.end_s - ctx.now()))
+            await at(down.end_s)
+            await server.start()
 
     async def follow_listener() -> None:
         # The "refused" outage flavour: the proxy stops listening, then listens again.
@@ -284,9 +370,13 @@ async def _nemesis(ctx: RunContext, proxy: FaultProxy, server: LabServer, client
             await at(t)
             await proxy.listen(ctx.plan.listening(t))
 
+    schedule = ctx.plan.schedule()
     async with asyncio.TaskGroup() as tg:
-        for item in ctx.plan.schedule():
-            tg.create_task(act(item), name=f"wslab nemesis {item.kind}")
+        for item in schedule:
+            if not isinstance(item, Downtime):
+                tg.create_task(act(item), name=f"wslab nemesis {item.kind}")
+        tg.create_task(restarts([d for d in schedule if isinstance(d, Downtime)]),
+                       name="wslab nemesis server restarts")
         tg.create_task(follow_listener(), name="wslab nemesis listener")
 
 
@@ -375,7 +465,7 @@ async def _cancel_leftovers(ctx: RunContext) -> int:
     ctx.stopping = ctx.tearing_down = True
     current = asyncio.current_task()
     left = [t for t in ctx.tasks if t is not current and not t.done()]
-    left_behind = [t for t in left if not t.get_name().startswith("wslab ")]
+    left_behind = [t for t in left if not is_lab_task(t)]
     for task in left:
         task.cancel()
     if left:
@@ -504,9 +594,56 @@ async def _arun_here(the_design: Design, chosen: Scenario,
             body.cancel()
             await asyncio.wait([body], timeout=TEARDOWN_GRACE_S * 2)
             raise
+        except WslabError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - out of the lab's task group
+            failure = _lab_failure(exc)
+            raise failure from failure.__cause__  # not "during handling of" the group
     finally:
         for logger in _CAPTURED:
             logger.removeHandler(log_capture)
+        _forget_cancelled_timers(loop)
+
+
+def _lab_failure(exc: Exception) -> WslabError:
+    """What a failure out of the lab's task group is to the caller: the wslab error
+    in it (a restart's :class:`RunError`), or a :class:`RunError` that says the
+    lab itself broke (the original chained to it, with its traceback)."""
+    leaves: list[BaseException] = []
+    pending: list[BaseException] = [exc]
+    while pending:
+        e = pending.pop()
+        if isinstance(e, BaseExceptionGroup):
+            pending.extend(e.exceptions)
+        else:
+            leaves.append(e)
+    if len(leaves) == 1 and isinstance(leaves[0], WslabError):
+        return leaves[0]
+    failure = RunError("the lab itself failed (a bug in wslab, not in the design; please "
+                       "report it with the run's arguments): "
+                       + "; ".join(f"{type(e).__name__}: {e}" for e in leaves))
+    failure.__cause__ = exc
+    return failure
+
+
+def _forget_cancelled_timers(loop: asyncio.AbstractEventLoop) -> None:
+    """Drop the cancelled timers from ``loop``'s queue, as asyncio does itself once
+    they are half of it. Each keeps the context it was scheduled in, and with it
+    the run (``current_run``, the client app): a token's one-hour lifetime
+    timer, cancelled when its connection closed, would keep a finished run in
+    memory for an hour on a loop that outlives it (runs awaited in one lab loop)."""
+    scheduled = getattr(loop, "_scheduled", None)  # BaseEventLoop's heap of TimerHandles
+    if not isinstance(scheduled, list):
+        return
+    kept = [handle for handle in scheduled if not handle.cancelled()]
+    if len(kept) == len(scheduled):
+        return
+    for handle in scheduled:
+        if handle.cancelled():
+            handle._scheduled = False  # noqa: SLF001 - as BaseEventLoop._run_once does
+    heapq.heapify(kept)
+    scheduled[:] = kept
+    loop._timer_cancelled_count = 0  # type: ignore[attr-defined]  # none left in the heap
 
 
 async def _execute(design: Design, scenario: Scenario, ctx: RunContext,

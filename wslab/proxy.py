@@ -413,7 +413,11 @@ class FaultProxy:
         loop = asyncio.get_running_loop()
         if self.t0 is None:
             self.t0 = loop.time()
-        self._server = await loop.create_server(self._accept, HOST, 0, backlog=BACKLOG)
+        try:
+            await self._bind(0)
+        except BaseException:  # cancelled while starting: the block's exit will not run
+            await self.close()
+            raise
         self.port = self._server.sockets[0].getsockname()[1]
         self._listening = True
         if not self.plan.listening(self.now()):
@@ -433,9 +437,15 @@ class FaultProxy:
             if self._server is not None:
                 self._server.close()
             return
-        # SO_REUSEADDR (asyncio's default) lets the port be bound again at once.
+        await self._bind(self.port)
+
+    async def _bind(self, port: int) -> None:
+        """Listen on ``port`` (SO_REUSEADDR, asyncio's default, lets it be bound again
+        at once). The server is ours before anything is awaited after binding
+        (``start_serving=False``), so a cancellation cannot leave a socket unowned."""
         self._server = await asyncio.get_running_loop().create_server(
-            self._accept, HOST, self.port, backlog=BACKLOG)
+            self._accept, HOST, port, backlog=BACKLOG, start_serving=False)
+        await self._server.start_serving()
 
     def _accept(self) -> _Side:
         conn = ProxyConnection(self)
