@@ -49,7 +49,6 @@ from pathlib import Path
 from typing import Any
 
 from websockets.asyncio.server import Server, serve
-from websockets.protocol import State
 
 from .auth import TokenAuthority
 from .clock import clock_of, run_in_lab_loop, run_in_lab_loop_sync
@@ -155,7 +154,6 @@ class LabServer:
                 await asyncio.wait_for(server.wait_closed(), TEARDOWN_GRACE_S)
             except TimeoutError:
                 pass  # the handlers still running are the design's; teardown reports them
-        self.live = {c for c in self.live if c.state is not State.CLOSED}
 
     def connections(self) -> list[Any]:
         """The connections the server is serving now (none while it is down)."""
@@ -167,7 +165,10 @@ class LabServer:
         current_party.set(("server", client_id))  # this connection's task and what it starts
         self.ctx.record_start(("server", client_id), "server handler")
         self.opens.append((round(self.ctx.now(), 6), client_id))
-        self.live = {c for c in self.live if c.state is not State.CLOSED} | {websocket}
+        # Known until its TCP connection is lost (state CLOSED): a callback, not a
+        # scan of every connection per new one (quadratic in a storm of 1,000).
+        self.live.add(websocket)
+        websocket.connection_lost_waiter.add_done_callback(lambda _: self.live.discard(websocket))
         app = ServerApp(self.ctx, client_id, self.down.get(client_id), self.state, self.store)
         try:
             await self.design.handler(websocket, app)
