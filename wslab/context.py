@@ -89,6 +89,9 @@ class RunContext:
     metrics: Metrics = field(default_factory=Metrics)
     logs: list[dict] = field(default_factory=list)
     client_events: list[tuple[float, int, str]] = field(default_factory=list)
+    # The keepalive ping timeouts (s) of the run's connections, both sides: the
+    # timing the loop's lag must stay under (wslab.checkers: overloaded).
+    ping_timeouts_s: set[float] = field(default_factory=set)
     consumer_due: dict[tuple[str, int | None], float] = field(default_factory=dict)
     rng: random.Random = field(init=False)  # what random.* draws from during the run
 

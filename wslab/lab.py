@@ -66,6 +66,7 @@ from .workload import Workload, make_message
 TEARDOWN_GRACE_S = 2.0
 WALL_LIMIT_S = 120.0  # real seconds, at least, before a run that does not end is stopped
 SAMPLE_INTERVAL_S = 0.05
+LAG_INTERVAL_S = 0.01  # lab seconds the loop-lag monitor sleeps between readings
 _PATH = re.compile(r"^/c/(\d+)")
 
 # The logger websockets' server uses for the design's connections. The lab records a
@@ -165,6 +166,8 @@ class LabServer:
         current_party.set(("server", client_id))  # this connection's task and what it starts
         self.ctx.record_start(("server", client_id), "server handler")
         self.opens.append((round(self.ctx.now(), 6), client_id))
+        if websocket.ping_timeout is not None:
+            self.ctx.ping_timeouts_s.add(websocket.ping_timeout)
         # Known until its TCP connection is lost (state CLOSED): a callback, not a
         # scan of every connection per new one (quadratic in a storm of 1,000).
         self.live.add(websocket)
@@ -289,6 +292,17 @@ async def _nemesis(ctx: RunContext, proxy: FaultProxy, server: LabServer, client
         for item in ctx.plan.schedule():
             tg.create_task(act(item), name=f"wslab nemesis {item.kind}")
         tg.create_task(follow_listener(), name="wslab nemesis listener")
+
+
+async def _watch_lag(lags_s: list[float]) -> None:
+    """Sleep :data:`LAG_INTERVAL_S` of lab time again and again, and record how
+    late each wake-up came (s): the loop's lag, what every timer of the run
+    (a keepalive's ping timeout among them) suffered at that moment."""
+    loop = asyncio.get_running_loop()
+    while True:
+        asked = loop.time() + LAG_INTERVAL_S
+        await asyncio.sleep(LAG_INTERVAL_S)
+        lags_s.append(max(0.0, loop.time() - asked))
 
 
 class _Sampler:
@@ -520,6 +534,7 @@ async def _execute(design: Design, scenario: Scenario, ctx: RunContext,
     down = {i: _Outbox() for i in range(scenario.clients)} if workload.produces_down else {}
     outboxes = [*up.values(), *down.values()]
     server = LabServer(design, ctx, down)
+    lags_s: list[float] = []
     try:
         async with (server as server_port,
                     FaultProxy(upstream_port=server_port, plan=scenario.faults, seed=scenario.seed,
@@ -538,10 +553,12 @@ async def _execute(design: Design, scenario: Scenario, ctx: RunContext,
                 ]
                 nemesis = lab.create_task(_nemesis(ctx, proxy, server, scenario.clients),
                                           name="wslab nemesis")
+                lag_watch = lab.create_task(_watch_lag(lags_s), name="wslab lag monitor")
                 clients.start()
                 end_s = await _until_over(ctx, scenario, producers, sampler)
                 nemesis.cancel()
                 sampling.cancel()
+                lag_watch.cancel()
                 for outbox in outboxes:
                     outbox.close()
     finally:
@@ -558,6 +575,7 @@ async def _execute(design: Design, scenario: Scenario, ctx: RunContext,
         metrics=ctx.metrics, logs=ctx.logs,
         send_blocked=[(t, app.client_id, waited) for app in clients.apps
                       for t, waited in app.send_blocked],
+        loop_lags_s=lags_s, ping_timeouts_s=sorted(ctx.ping_timeouts_s),
         frames={"dropped": proxy.frames_dropped, "delayed": proxy.frames_delayed,
                 "duplicated": proxy.frames_duplicated},
     )
