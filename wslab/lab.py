@@ -65,6 +65,7 @@ from .workload import Workload, make_message
 
 TEARDOWN_GRACE_S = 2.0
 WALL_LIMIT_S = 120.0  # real seconds, at least, before a run that does not end is stopped
+WALL_PER_CLIENT_S = 0.3  # and this many more per client (a 1,000-client run: 420 s)
 SAMPLE_INTERVAL_S = 0.05
 LAG_INTERVAL_S = 0.01  # lab seconds the loop-lag monitor sleeps between readings
 _PATH = re.compile(r"^/c/(\d+)")
@@ -424,8 +425,11 @@ def _prepare(design: Any, scenario: Any, workload: Workload | None, faults: Any,
 
 def _wall_limit_s(scenario: Scenario) -> float:
     """Real seconds a run may take: generous (lab time is the run's own limit),
-    but finite, for a design that blocks the loop or never lets lab time move."""
-    return max(WALL_LIMIT_S, scenario.time_limit_s + 4 * TEARDOWN_GRACE_S)
+    but finite, for a design that blocks the loop or never lets lab time move.
+    Every client adds its share: 1,000 clients of network_interruption take
+    80 real seconds on a quiet 2-core machine (300,000 messages)."""
+    return max(WALL_LIMIT_S + WALL_PER_CLIENT_S * scenario.clients,
+               scenario.time_limit_s + 4 * TEARDOWN_GRACE_S)
 
 
 async def arun(
