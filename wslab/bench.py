@@ -49,6 +49,8 @@ Four measurements, in one run, on loopback (127.0.0.1, free ports):
    end. Per row: real seconds, peak RSS of the process so far (rows run
    smallest first, so it is the row's), loop lag p50 / p99 / max, recovery,
    delivered of sent, and whether the lag passed the keepalive's ping timeout.
+   The design's keepalive is scaled for the clients
+   (:func:`wslab.designs.production.for_clients`).
 
 The proxy runs in the same process and event loop as the client and the
 server, as in a lab run. Goals are reported (``goals_met``), never asserted:
@@ -77,6 +79,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.protocol import State
 
 from .contract import ClientApp, Design, ServerApp
+from .designs.production import for_clients as production_for_clients
 from .errors import ConfigError, RunTimeoutError
 from .faults import FaultPlan, Latency
 from .lab import arun
@@ -449,7 +452,7 @@ async def ascale(clients: "tuple[int, ...]" = SCALE_CLIENTS) -> dict:
     for n in sorted(clients):
         scenario = get_scenario(SCALE_SCENARIO).with_(clients=n, clock="cpu").settling(
             SCALE_HORIZON_S)
-        result = await arun("production", scenario)
+        result = await arun(production_for_clients(n), scenario)
         s = result.summary()
         recovery = s["recovery_s"]
         delivered_share = s["delivered"] / s["sent"] if s["sent"] else math.nan
@@ -478,15 +481,17 @@ def format_scale(result: dict) -> str:
     lines = [f"Scale: production x {result['scenario']}, {result['clock']} clock "
              f"(computing costs lab time), settling up to {result['horizon_s']:g} s",
              f"  {'clients':>7}{'wall s':>8}{'RSS MB':>8}{'lag p50':>9}{'p99':>8}{'max ms':>8}"
-             f"{'back s':>8}  delivered      goals"]
+             f"{'back s':>8}{'ping s':>8}  delivered      goals"]
     for row in result["rows"]:
         lag = row["loop_lag_ms"]
         missed = [k for k, ok in row["goals_met"].items() if not ok]
         lines.append(
             f"  {row['clients']:>7}{row['wall_s']:>8.1f}{row['peak_rss_mb']:>8.0f}"
             f"{lag['p50'] or 0:>9.1f}{lag['p99'] or 0:>8.1f}{lag['max'] or 0:>8.1f}"
-            f"{row['recovery_s']:>8.2f}  {row['delivered']:>6} of {row['sent']:<6} "
+            f"{row['recovery_s']:>8.2f}{row['ping_timeout_s']:>8g}  {row['delivered']:>6} of {row['sent']:<6} "
             + ("met" if not missed else "NOT MET: " + ", ".join(missed)))
+    lines.append("  ping s: the keepalive's ping timeout, scaled with the clients "
+                 "(wslab.designs.production.for_clients)")
     lines.append(f"  goals: everything delivered, every client back, peak RSS <= "
                  f"{goals['peak_rss_mb_max']:g} MB, loop lag below the keepalive's ping timeout "
                  "(else the run is overloaded and its timing checks unknown)")
