@@ -7,7 +7,10 @@ returns a :class:`Verdict`, never doing I/O or reading a clock:
 - ``valid`` True (holds), False (does not hold), or None: not applicable (the
   scenario or the design gives it nothing to judge) or unknown (the record
   cannot tell); ``evidence`` says which, with the measured figure, and
-  ``applicable`` tells the two kinds of None apart.
+  ``applicable`` tells the two kinds of None apart. A run whose event loop
+  lagged past its keepalive's timeout (``Run.overloaded``) cannot tell a slow
+  design from a slow lab: there a timing checker (``Checker.timing``) that
+  would fail answers unknown instead (:func:`check`).
 
 :data:`CHECKERS` names every checker with the requirement it states;
 :data:`SCENARIO_CHECKS` says which ones each standard scenario uses, with
