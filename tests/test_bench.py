@@ -8,14 +8,15 @@ import math
 
 import pytest
 
-from wslab.bench import GOALS, bench, format_bench
+from wslab.bench import GOALS, SCALE_GOALS, bench, format_bench
 from wslab.errors import ConfigError
 from wslab.production.settings import DEFAULT
 
 
 @pytest.mark.timeout(30)
 def test_bench_smoke() -> None:
-    result = bench(messages=300, latency_samples=20, design_messages=300, detection_samples=3)
+    result = bench(messages=300, latency_samples=20, design_messages=300, detection_samples=3,
+                   scale_clients=(10,))
 
     for key in ("messages", "size_bytes", "latency_s", "latency_samples", "rounds",
                 "python", "websockets", "direct_msgs_per_s", "proxy_msgs_per_s", "ratio",
@@ -74,15 +75,28 @@ def test_bench_smoke() -> None:
     assert set(result["goals_met"]) == set(GOALS)
     assert all(isinstance(v, bool) for v in result["goals_met"].values())
 
+    # The scale section's shape, with its cheapest row only (10 clients): figures and
+    # goals, never a timing asserted. Every client came back and delivered (a fact).
+    scale = result["scale"]
+    assert scale["clock"] == "cpu" and scale["goals"] == SCALE_GOALS
+    (row,) = scale["rows"]
+    assert row["clients"] == 10 and row["sent"] == row["delivered"] == 100
+    assert row["recovery_s"] >= 0 and row["wall_s"] > 0 and row["peak_rss_mb"] > 0
+    assert set(row["loop_lag_ms"]) == {"p50", "p99", "max"}
+    assert set(row["goals_met"]) == set(SCALE_GOALS)
+    assert row["goals_met"]["delivered_share_min"] and row["goals_met"]["all_back"]
+
     table = format_bench(result)
     assert "ratio" in table and "goal" in table and "p50" in table
     assert "production" in table and "keepalive" in table
+    assert "Scale: production x reconnect_storm" in table
 
 
 @pytest.mark.parametrize("kwargs", [
     {"messages": 0}, {"size_bytes": 0}, {"latency_samples": 0},
     {"latency_s": -0.01}, {"latency_s": math.nan}, {"messages": 2.5},
     {"design_messages": 0}, {"detection_samples": 0}, {"detection_samples": 101},
+    {"scale_clients": (0,)}, {"scale_clients": (1001,)},
 ])
 def test_bench_rejects_bad_parameters(kwargs: dict) -> None:
     with pytest.raises(ConfigError):

@@ -26,6 +26,8 @@ def _jsonable(value: Any) -> Any:
         return None
     if isinstance(value, dict):
         return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_jsonable(v) for v in value]
     return value
 
 

@@ -40,6 +40,18 @@ Four measurements, in one run, on loopback (127.0.0.1, free ports):
    connection sees ``ConnectionClosed``: the client also waits
    ``close_timeout_s`` for a closing handshake the black hole swallows.
 
+5. **Scale** (:func:`scale`, ``wslab bench --scale``): the production design
+   in ``reconnect_storm`` (every client connected, the server restarts, every
+   client must come back and deliver its messages) with 10, 100 and 1,000
+   clients, in CPU-charged lab time (:mod:`wslab.clock`: the lab's and the
+   design's computing costs lab time, so the event loop's lag is what a real
+   machine would show), settling up to :data:`SCALE_HORIZON_S` past the planned
+   end. Per row: real seconds, peak RSS of the process so far (rows run
+   smallest first, so it is the row's), loop lag p50 / p99 / max, recovery,
+   delivered of sent, and whether the lag passed the keepalive's ping timeout.
+   The design's keepalive is scaled for the clients
+   (:func:`wslab.designs.production.for_clients`).
+
 The proxy runs in the same process and event loop as the client and the
 server, as in a lab run. Goals are reported (``goals_met``), never asserted:
 numbers depend on the machine.
@@ -56,6 +68,7 @@ import asyncio
 import contextlib
 import math
 import platform
+import resource
 import time
 from typing import Any
 
@@ -66,6 +79,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.protocol import State
 
 from .contract import ClientApp, Design, ServerApp
+from .designs.production import for_clients as production_for_clients
 from .errors import ConfigError, RunTimeoutError
 from .faults import FaultPlan, Latency
 from .lab import arun
@@ -85,6 +99,11 @@ GOALS = {"ratio_min": 0.95, "latency_error_p50_ms_max": 1.0,
 # few ms on an idle machine: 0.05 s leaves room for load yet stays far below
 # one ping interval (0.25 s), the error a keepalive that missed a ping would make.
 ROUNDS = 3
+SCALE_CLIENTS = (10, 100, 1000)  # the scale section's rows
+SCALE_SCENARIO = "reconnect_storm"
+SCALE_HORIZON_S = 30.0  # lab seconds past the planned end while messages are in flight
+SCALE_GOALS = {"delivered_share_min": 1.0, "all_back": True, "peak_rss_mb_max": 400.0,
+               "lag_max_under_ping_timeout": True}
 TIME_LIMIT_S = 120.0
 _WARMUP_MESSAGES = 200
 _DESIGN_RATE_PER_S = 1e6  # "all at once": the design, not the producer, sets the pace
@@ -289,11 +308,17 @@ def _check_params(messages: int, size_bytes: int, latency_s: float, latency_samp
 
 async def abench(*, messages: int = 5000, size_bytes: int = 64, latency_s: float = 0.05,
                  latency_samples: int = 200, design_messages: int = 10000,
-                 detection_samples: int = 12) -> dict:
+                 detection_samples: int = 12,
+                 scale_clients: "tuple[int, ...]" = SCALE_CLIENTS) -> dict:
     """Measure proxy overhead, latency accuracy, the production design's echo
-    throughput against a raw design, and its dead-peer detection; see the module doc."""
+    throughput against a raw design, its dead-peer detection, and how the lab
+    holds with 10 to 1,000 clients (``scale_clients``; empty: no scale
+    section); see the module doc."""
     _check_params(messages, size_bytes, latency_s, latency_samples, design_messages,
                   detection_samples)
+    if scale_clients and not all(isinstance(n, int) and 1 <= n <= 1000 for n in scale_clients):
+        raise ConfigError(
+            f"bench scale_clients must be integers from 1 to 1000, got {scale_clients!r}")
     settings = PRODUCTION_SETTINGS
     design_size = max(size_bytes, 24)  # the smallest workload message
     production_rates: list[float] = []
@@ -341,6 +366,9 @@ async def abench(*, messages: int = 5000, size_bytes: int = 64, latency_s: float
             detections = await _detection(settings, detection_samples)
     except TimeoutError as exc:
         raise RunTimeoutError(f"bench passed its time limit of {TIME_LIMIT_S:g} s") from exc
+
+    # 5. Scale: after the timed sections (its own runs have their own limits).
+    scaled = await ascale(tuple(scale_clients)) if scale_clients else None
 
     direct_best, proxy_best = max(direct_rates), max(proxy_rates)
     ratio = proxy_best / direct_best
@@ -401,8 +429,73 @@ async def abench(*, messages: int = 5000, size_bytes: int = 64, latency_s: float
             "production_ratio_min": production_ratio >= GOALS["production_ratio_min"],
             "detection_over_bound_s_max": within,
         },
+        "scale": scaled,
         "elapsed_s": time.perf_counter() - wall,
     }
+
+
+# 5. Scale --------------------------------------------------------------------------
+
+
+
+def _peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+
+
+async def ascale(clients: "tuple[int, ...]" = SCALE_CLIENTS) -> dict:
+    """The scale section (see the module doc): one row per client count, with
+    figures and goals; nothing asserted. Each run has its own lab loop and
+    thread, and the real-time limit of a lab run (it grows with the clients)."""
+    from .scenarios import get_scenario
+
+    rows = []
+    for n in sorted(clients):
+        scenario = get_scenario(SCALE_SCENARIO).with_(clients=n, clock="cpu").settling(
+            SCALE_HORIZON_S)
+        result = await arun(production_for_clients(n), scenario)
+        s = result.summary()
+        recovery = s["recovery_s"]
+        delivered_share = s["delivered"] / s["sent"] if s["sent"] else math.nan
+        rss = _peak_rss_mb()
+        lag = s["loop_lag_ms"]
+        back = recovery is not None and not math.isnan(recovery)
+        rows.append({
+            "clients": n, "wall_s": s["wall_s"], "peak_rss_mb": rss, "loop_lag_ms": lag,
+            "recovery_s": recovery if back else math.nan, "sent": s["sent"],
+            "delivered": s["delivered"], "overloaded": s["overloaded"],
+            "ping_timeout_s": min(result.ping_timeouts_s, default=math.nan),
+            "goals_met": {
+                "delivered_share_min": delivered_share >= SCALE_GOALS["delivered_share_min"],
+                "all_back": back,
+                "peak_rss_mb_max": rss <= SCALE_GOALS["peak_rss_mb_max"],
+                "lag_max_under_ping_timeout": not s["overloaded"],
+            },
+        })
+    return {"scenario": SCALE_SCENARIO, "clock": "cpu", "horizon_s": SCALE_HORIZON_S,
+            "goals": dict(SCALE_GOALS), "rows": rows}
+
+
+def format_scale(result: dict) -> str:
+    """The scale section as a table, goals included."""
+    goals = result["goals"]
+    lines = [f"Scale: production x {result['scenario']}, {result['clock']} clock "
+             f"(computing costs lab time), settling up to {result['horizon_s']:g} s",
+             f"  {'clients':>7}{'wall s':>8}{'RSS MB':>8}{'lag p50':>9}{'p99':>8}{'max ms':>8}"
+             f"{'back s':>8}{'ping s':>8}  delivered      goals"]
+    for row in result["rows"]:
+        lag = row["loop_lag_ms"]
+        missed = [k for k, ok in row["goals_met"].items() if not ok]
+        lines.append(
+            f"  {row['clients']:>7}{row['wall_s']:>8.1f}{row['peak_rss_mb']:>8.0f}"
+            f"{lag['p50'] or 0:>9.1f}{lag['p99'] or 0:>8.1f}{lag['max'] or 0:>8.1f}"
+            f"{row['recovery_s']:>8.2f}{row['ping_timeout_s']:>8g}  {row['delivered']:>6} of {row['sent']:<6} "
+            + ("met" if not missed else "NOT MET: " + ", ".join(missed)))
+    lines.append("  ping s: the keepalive's ping timeout, scaled with the clients "
+                 "(wslab.designs.production.for_clients)")
+    lines.append(f"  goals: everything delivered, every client back, peak RSS <= "
+                 f"{goals['peak_rss_mb_max']:g} MB, loop lag below the keepalive's ping timeout "
+                 "(else the run is overloaded and its timing checks unknown)")
+    return "\n".join(lines)
 
 
 def bench(**kwargs: Any) -> dict:
@@ -445,6 +538,8 @@ def format_bench(result: dict) -> str:
     ]
     if "production_ratio" in result:
         lines += _format_designs(result, verdict)
+    if result.get("scale"):
+        lines += ["", format_scale(result["scale"])]
     return "\n".join(lines)
 
 

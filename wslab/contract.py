@@ -488,6 +488,8 @@ class ClientApp(_App):
 
     def _track(self, connection: ClientConnection) -> None:
         self._connections.add(connection)
+        if connection.ping_timeout is not None:
+            self._run.ping_timeouts_s.add(connection.ping_timeout)
         self._run.record_client_event(self.client_id, "open")
 
     def connect(self, **kwargs: Any) -> connect:

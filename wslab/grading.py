@@ -12,8 +12,10 @@ The criteria are the checkers of :mod:`wslab.checkers` as each scenario
 composes them (:data:`CRITERIA`): loss, duplicates, order and lateness in every
 scenario, then the scenario's own. Each is a robust fact about the run
 (nothing lost, at most N messages waiting, every client back), never a timing
-to the millisecond, and answers pass, fail, or not applicable (with why: a
-design that never pushes from its server has no push to lose); a scenario
+to the millisecond, and answers pass, fail, not applicable (with why: a
+design that never pushes from its server has no push to lose) or unknown (with
+why: a timing check that failed in a run whose event loop lagged past the
+keepalive's timeout, where the lab, not the design, may be to blame); a scenario
 passes when every applicable check passes, and the score counts only those.
 Every graded run settles for :data:`GRADING_HORIZON_S` past its planned end
 while messages are in flight: a message delivered then is late (the "on

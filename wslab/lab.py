@@ -73,7 +73,9 @@ from .workload import Workload, make_message
 
 TEARDOWN_GRACE_S = 2.0
 WALL_LIMIT_S = 120.0  # real seconds, at least, before a run that does not end is stopped
+WALL_PER_CLIENT_S = 0.3  # and this many more per client (a 1,000-client run: 420 s)
 SAMPLE_INTERVAL_S = 0.05
+LAG_INTERVAL_S = 0.01  # lab seconds the loop-lag monitor sleeps between readings
 _PATH = re.compile(r"^/c/(\d+)")
 
 # The logger websockets' server uses for the design's connections. The lab records a
@@ -224,6 +226,8 @@ class LabServer:
         current_party.set(("server", client_id))  # this connection's task and what it starts
         self.ctx.record_start(("server", client_id), "server handler")
         self.opens.append((round(self.ctx.now(), 6), client_id))
+        if websocket.ping_timeout is not None:
+            self.ctx.ping_timeouts_s.add(websocket.ping_timeout)
         app = ServerApp(self.ctx, client_id, self.down.get(client_id), self.state, self.store)
         try:
             await self.design.handler(websocket, app)
@@ -380,6 +384,17 @@ async def _nemesis(ctx: RunContext, proxy: FaultProxy, server: LabServer, client
         tg.create_task(follow_listener(), name="wslab nemesis listener")
 
 
+async def _watch_lag(lags_s: list[float]) -> None:
+    """Sleep :data:`LAG_INTERVAL_S` of lab time again and again, and record how
+    late each wake-up came (s): the loop's lag, what every timer of the run
+    (a keepalive's ping timeout among them) suffered at that moment."""
+    loop = asyncio.get_running_loop()
+    while True:
+        asked = loop.time() + LAG_INTERVAL_S
+        await asyncio.sleep(LAG_INTERVAL_S)
+        lags_s.append(max(0.0, loop.time() - asked))
+
+
 class _Sampler:
     """Samples the run every :data:`SAMPLE_INTERVAL_S` (the first at once) and keeps
     every sample; reports progress, if asked, with each one."""
@@ -499,8 +514,11 @@ def _prepare(design: Any, scenario: Any, workload: Workload | None, faults: Any,
 
 def _wall_limit_s(scenario: Scenario) -> float:
     """Real seconds a run may take: generous (lab time is the run's own limit),
-    but finite, for a design that blocks the loop or never lets lab time move."""
-    return max(WALL_LIMIT_S, scenario.time_limit_s + 4 * TEARDOWN_GRACE_S)
+    but finite, for a design that blocks the loop or never lets lab time move.
+    Every client adds its share: 1,000 clients of network_interruption take
+    80 real seconds on a quiet 2-core machine (300,000 messages)."""
+    return max(WALL_LIMIT_S + WALL_PER_CLIENT_S * scenario.clients,
+               scenario.time_limit_s + 4 * TEARDOWN_GRACE_S)
 
 
 async def arun(
@@ -656,6 +674,7 @@ async def _execute(design: Design, scenario: Scenario, ctx: RunContext,
     down = {i: _Outbox() for i in range(scenario.clients)} if workload.produces_down else {}
     outboxes = [*up.values(), *down.values()]
     server = LabServer(design, ctx, down)
+    lags_s: list[float] = []
     try:
         async with (server as server_port,
                     FaultProxy(upstream_port=server_port, plan=scenario.faults, seed=scenario.seed,
@@ -674,10 +693,12 @@ async def _execute(design: Design, scenario: Scenario, ctx: RunContext,
                 ]
                 nemesis = lab.create_task(_nemesis(ctx, proxy, server, scenario.clients),
                                           name="wslab nemesis")
+                lag_watch = lab.create_task(_watch_lag(lags_s), name="wslab lag monitor")
                 clients.start()
                 end_s = await _until_over(ctx, scenario, producers, sampler)
                 nemesis.cancel()
                 sampling.cancel()
+                lag_watch.cancel()
                 for outbox in outboxes:
                     outbox.close()
     finally:
@@ -694,6 +715,7 @@ async def _execute(design: Design, scenario: Scenario, ctx: RunContext,
         metrics=ctx.metrics, logs=ctx.logs,
         send_blocked=[(t, app.client_id, waited) for app in clients.apps
                       for t, waited in app.send_blocked],
+        loop_lags_s=lags_s, ping_timeouts_s=sorted(ctx.ping_timeouts_s),
         frames={"dropped": proxy.frames_dropped, "delayed": proxy.frames_delayed,
                 "duplicated": proxy.frames_duplicated},
     )

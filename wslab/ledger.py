@@ -37,9 +37,9 @@ from dataclasses import dataclass, field
 from .workload import split_id
 
 
-@dataclass
+@dataclass(slots=True)
 class MessageRecord:
-    """What happened to one message id."""
+    """What happened to one message id (slots: a 1,000-client run keeps 300,000)."""
 
     msg_id: str
     produced_s: float
@@ -96,7 +96,7 @@ class Ledger:
             return
         first = not record.deliveries
         if first:
-            self._first_deliveries.append((t, msg_id))
+            self._first_deliveries.append((t, record.msg_id))  # one string per id, not two
         record.deliveries.append(t)
         if first and record.rejected_s is None:
             self._settle_one()

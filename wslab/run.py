@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .faults import BlackHole, FaultPlan
-from .ledger import Ledger
+from .ledger import Ledger, percentile
 from .observability import Metrics
 from .workload import Workload
 
@@ -150,6 +150,11 @@ class Run:
     # (t_s, client, blocked_s) for each send(message) a client object was called
     # with: when, and how long it kept the producer waiting (wslab.contract).
     send_blocked: list[tuple[float, int, float]] = field(default_factory=list)
+    # How late (s) each wake-up of the lab's lag monitor came, every
+    # wslab.lab.LAG_INTERVAL_S of lab time: the event loop's lag.
+    loop_lags_s: list[float] = field(default_factory=list)
+    # The keepalive ping timeouts (s) the run's connections used, smallest first.
+    ping_timeouts_s: list[float] = field(default_factory=list)
 
     def log_lines(self) -> str:
         """What the design logged during the run, one JSON object per line."""
@@ -222,6 +227,31 @@ class Run:
             return math.nan
         return round(max(noticed[c] for c in watched) - start, 4)
 
+    @property
+    def loop_lag_ms(self) -> dict[str, float | None]:
+        """The event loop's lag, p50 / p99 / max in ms (None without a reading).
+        In virtual time only busy turns and blocking calls make it; in CPU-charged
+        time every computation of the run does (the design's and the lab's)."""
+        lags = sorted(self.loop_lags_s)
+        return {name: round(percentile(lags, q) * 1000, 3) if lags else None
+                for name, q in (("p50", 50), ("p99", 99), ("max", 100))}
+
+    @property
+    def overloaded(self) -> str | None:
+        """Why the run's timings cannot be trusted, or None: the event loop once lagged
+        longer than the smallest keepalive ping timeout of its connections, so a
+        pong that came in time could be read too late and a live connection be
+        dropped. Then a timing failure may be the lab's, not the design's
+        (:mod:`wslab.checkers` answers "unknown"). A run with no keepalive has no
+        such bound."""
+        if not self.loop_lags_s or not self.ping_timeouts_s:
+            return None
+        worst, bound = max(self.loop_lags_s), min(self.ping_timeouts_s)
+        if worst <= bound:
+            return None
+        return (f"the lab was overloaded: its event loop lagged up to {worst * 1000:.0f} ms, "
+                f"past the {bound * 1000:g} ms keepalive ping timeout")
+
     def summary(self) -> dict[str, Any]:
         """The numbers that say how the design did (see :mod:`wslab.ledger`)."""
         out = {"design": self.design, "scenario": self.scenario, "seed": self.seed,
@@ -238,6 +268,8 @@ class Run:
         out["errors"] = len(self.errors)
         out["tasks_left"] = self.tasks_left
         out["peak_send_blocked_s"] = max((b for _, _, b in self.send_blocked), default=None)
+        out["loop_lag_ms"] = self.loop_lag_ms
+        out["overloaded"] = self.overloaded is not None
         out["duration_s"] = round(self.duration_s, 3)
         out["wall_s"] = round(self.wall_s, 3)
         return out
@@ -283,6 +315,10 @@ class Run:
              "never" if math.isnan(s["detection_s"]) else f"{s['detection_s']:.2f}"),
             ("back after the outage (s)", "–" if s["recovery_s"] is None else
              "never" if math.isnan(s["recovery_s"]) else f"{s['recovery_s']:.2f}"),
+            ("event loop lag p50 / p99 / max (ms)",
+             " / ".join("–" if s["loop_lag_ms"][k] is None else f"{s['loop_lag_ms'][k]:g}"
+                        for k in ("p50", "p99", "max"))
+             + (" (overloaded: past the keepalive's ping timeout)" if s["overloaded"] else "")),
             ("errors in the design", str(s["errors"])),
             ("tasks left at teardown", str(s["tasks_left"])),
             ("duration (lab s, clock)", f"{s['duration_s']:.2f} ({s['clock']})"),
