@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from wslab import pyparse
 from wslab.learner import RAISES_TAG, build, stub_source
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -16,7 +17,7 @@ ROOT = Path(__file__).resolve().parent.parent
 def signatures(source: str) -> dict[str, str]:
     """name -> its signature, for every function, class and method defined at top level."""
     found = {}
-    for node in ast.parse(source).body:
+    for node in pyparse.parse(source).body:
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
             found[node.name] = f"{type(node).__name__}({ast.unparse(node.args)})"
         elif isinstance(node, ast.ClassDef):
@@ -42,7 +43,7 @@ def test_every_exercise_is_stubbed_with_the_solutions_signature(edition):
         assert signatures(s.stub) == signatures(s.solution), s.notebook
         namespace: dict = {}
         exec(compile(s.stub, s.notebook, "exec"), namespace)  # the stub runs as a cell
-        for node in ast.parse(s.stub).body:
+        for node in pyparse.parse(s.stub).body:
             if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
                 body = [n for n in ast.walk(node) if isinstance(n, ast.Raise)]
                 assert body and all("NotImplementedError" in ast.unparse(r) for r in body)

@@ -28,6 +28,7 @@ from pathlib import Path
 
 from .course import lesson
 from .errors import ConfigError
+from . import pyparse
 
 __all__ = ["AuditReport", "Finding", "LESSONS", "RULES", "audit"]
 
@@ -714,7 +715,7 @@ def audit(path_or_source: str | os.PathLike) -> AuditReport:
     """
     source, name = _read(path_or_source)
     try:
-        tree = ast.parse(source, filename=name)
+        tree = pyparse.parse(source, filename=name)
     except SyntaxError as exc:
         raise ConfigError(f"could not parse {name}: line {exc.lineno}: {exc.msg}") from exc
     except ValueError as exc:  # a null byte in the source

@@ -22,6 +22,7 @@ import copy
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from . import pyparse
 
 SOLUTION_TAG = "solution"
 RAISES_TAG = "raises-exception"  # nbval and JupyterLab: this cell is expected to raise
@@ -43,7 +44,7 @@ def _stub_body(node: ast.FunctionDef | ast.AsyncFunctionDef, what: str) -> list[
     if ast.get_docstring(node) is not None:
         body.append(node.body[0])
     message = f"write {what}: see the exercise above"
-    body.append(ast.parse(f"raise NotImplementedError({message!r})").body[0])
+    body.append(pyparse.parse(f"raise NotImplementedError({message!r})").body[0])
     return body
 
 
@@ -54,7 +55,7 @@ def stub_source(source: str) -> tuple[str, tuple[str, ...]]:
     keeps its bases, docstring and methods' signatures; everything else in the
     cell (helper constants, a worked value) is dropped.
     """
-    tree = ast.parse(source)
+    tree = pyparse.parse(source)
     kept: list[ast.stmt] = []
     names = []
     for node in tree.body:

@@ -37,6 +37,7 @@ from pathlib import Path
 
 from .contract import CLIENT_METHODS, Design, check_client, check_handler
 from .errors import DesignContractError
+from . import pyparse
 
 IMPORT_TIMEOUT_S = 5.0
 
@@ -78,7 +79,7 @@ def load_design(source: "str | Path", *, name: str | None = None,
     else:
         raise DesignContractError(f"expected a file path or source text, got {type(source).__name__}")
     try:
-        tree = ast.parse(text, filename=label)
+        tree = pyparse.parse(text, filename=label)
     except SyntaxError as exc:
         raise DesignContractError(
             f"{label} is not valid Python: {exc.msg} at line {exc.lineno}"
