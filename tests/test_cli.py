@@ -80,7 +80,7 @@ def test_grade_with_json_or_quiet_shows_no_progress(flag):
 
 def test_grade_markdown_prints_the_designs_by_scenarios_table():
     out = wslab("grade", "naive", "production", *FAST, "--scenario", "token_expiry",
-                "--markdown", "--quiet", "--concurrency", "2")
+                "--markdown", "--quiet")
     assert out.returncode == 1, out.stderr  # naive fails
     assert out.stdout.splitlines() == [
         "| design | idle black hole | token expiry | passed | checks |",

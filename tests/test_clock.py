@@ -174,12 +174,71 @@ def test_two_runs_at_once_each_track_their_own_tasks():
                     await websocket.send(message)
         return Design(f"leaves {n}", handler=handler, client=client)
 
-    async def main():
-        quick = dict(workload=Workload(count=5, rate_per_s=100), faults=[], settle_s=0.2)
+    async def main():  # real-clock loops do not take turns: these two do run at once
+        quick = dict(workload=Workload(count=5, rate_per_s=100), faults=[], settle_s=0.2,
+                     clock="real")
         return await asyncio.gather(wslab.arun(leaves(1), **quick), wslab.arun(leaves(3), **quick))
 
     one, three = asyncio.run(main())
     assert (one.tasks_left, three.tasks_left) == (1, 3)
+
+
+def test_lab_loops_started_together_take_turns():
+    spans = []
+
+    async def holds(real_s):
+        started = time.perf_counter()
+        threading.Event().wait(real_s)  # blocks the loop for real: lab time stands still
+        spans.append((started, time.perf_counter()))
+        return clock_of()
+
+    async def main():
+        return await asyncio.gather(
+            run_in_lab_loop(lambda: holds(0.4), clock="virtual", wall_limit_s=5),
+            run_in_lab_loop(lambda: holds(0.4), clock="cpu", wall_limit_s=5),
+            # its limit counts from its turn, not from the gather: it waits 0.8 s first
+            run_in_lab_loop(lambda: holds(0.05), clock="virtual", wall_limit_s=0.3))
+
+    assert asyncio.run(main()) == ["virtual", "cpu", "virtual"]
+    spans.sort()
+    assert all(end <= start for (_, end), (start, _) in zip(spans, spans[1:]))
+
+
+def test_a_lab_loop_lends_its_turn_to_the_runs_it_starts_and_waits_for_them_in_real_time():
+    async def takes_real_time():
+        threading.Event().wait(0.3)
+        return clock_of()
+
+    @in_lab_loop("virtual", wall_limit_s=20)
+    async def experiment():  # a virtual experiment that needs a CPU-charged run
+        # the outer loop has nothing ready meanwhile: its clock must not jump over the limit
+        return await run_in_lab_loop(takes_real_time, clock="cpu", wall_limit_s=5)
+
+    assert asyncio.run(experiment()) == "cpu"
+
+
+def test_a_run_cancelled_while_it_waits_for_its_turn_never_starts():
+    started = []
+
+    async def note():
+        started.append(True)
+
+    async def main():
+        first = asyncio.ensure_future(run_in_lab_loop(lambda: holds_for(0.3), wall_limit_s=5))
+        await asyncio.sleep(0.05)
+        second = asyncio.ensure_future(run_in_lab_loop(note, wall_limit_s=5))
+        await asyncio.sleep(0.05)
+        second.cancel()
+        await first
+        with pytest.raises(asyncio.CancelledError):
+            await second
+        await asyncio.sleep(0.2)  # its thread had its turn by now
+
+    async def holds_for(real_s):
+        threading.Event().wait(real_s)
+
+    asyncio.run(main())
+    assert started == []
 
 
 def test_sync_entry_point_needs_no_nesting_inside_a_running_loop():

@@ -63,8 +63,7 @@ def test_the_checker_passes_the_solution_and_explains_wrong_answers(runs):
 def test_the_prompts_codes_grade_as_the_lesson_says():
     import asyncio
 
-    book, figure = asyncio.run(wslab.prompts.grade_both("02_failure_modes", concurrency=10,
-                                                        progress=False))
+    book, figure = asyncio.run(wslab.prompts.grade_both("02_failure_modes", progress=False))
     vague, better = book["vague prompt"], book["better prompt"]
     assert len(vague.failed) >= 7 and "network_interruption" in vague.failed
     assert better.failed == ["token_expiry"]  # checks the token only at connect time

@@ -149,7 +149,7 @@ def test_vague_code_loses_the_black_hole_and_better_code_passes_it():
     async def both():
         pair = wslab.prompts.load("13_prompt_lab")
         vague = await wslab.arun(pair.design("vague"), "idle_black_hole")
-        book = await wslab.agrade(pair.design("better"), progress=False, concurrency=3,
+        book = await wslab.agrade(pair.design("better"), progress=False,
                                   scenarios=["idle_black_hole", "network_interruption",
                                              "lost_acknowledgements"])
         return vague, book

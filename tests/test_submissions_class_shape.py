@@ -84,7 +84,7 @@ def test_each_class_sample_fails_exactly_its_flaw_and_they_rank_by_their_flaws()
     assert all(wslab.designs.get_design(SUBMISSIONS / name).client_shape == "object"
                for name in names)
     # Graded together, as one gradebook: in virtual time, runs at once get what they get alone.
-    book = grade(*(SUBMISSIONS / name for name in names), progress=False, concurrency=4)
+    book = grade(*(SUBMISSIONS / name for name in names), progress=False)
     cards = dict(zip(names, book.cards))
     for name, card in cards.items():
         failed = failures(card)

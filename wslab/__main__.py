@@ -81,7 +81,7 @@ def _grade(args: argparse.Namespace) -> int:
 
     scenarios = args.scenario or None
     # Progress goes to stderr (never stdout, which scripts parse), unless asked not to.
-    result = grade(*args.design, scenarios=scenarios, concurrency=args.concurrency,
+    result = grade(*args.design, scenarios=scenarios,
                    progress=not (args.json or args.quiet))
     cards = getattr(result, "cards", [result])
     if args.json:
@@ -135,8 +135,6 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("design", nargs="+", help="a design name (e.g. production) or a Python file defining handler(websocket, app) and client(app); several for a table")
     p.add_argument("--scenario", action="append", metavar="NAME",
                    help="grade only this scenario (repeatable; default: all)")
-    p.add_argument("--concurrency", type=int, default=1, metavar="N",
-                   help="runs at once (1-16; virtual-time results do not change)")
     output = p.add_mutually_exclusive_group()
     output.add_argument("--json", action="store_true",
                         help="print one JSON object (a list for several designs); no progress")

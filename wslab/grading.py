@@ -31,7 +31,6 @@ does not decide the grade; the measurements do).
 
 from __future__ import annotations
 
-import asyncio
 import inspect
 import math
 import os
@@ -313,18 +312,17 @@ def _audit_of(design: "Design", given: Any) -> AuditReport | None:
     return replace(report, source_name=path.name if relative.startswith("..") else relative)
 
 
-async def _grade_scenario(design: "Design", scenario: Scenario, progress: display.GradingProgress,
-                          slots: asyncio.Semaphore) -> ScenarioGrade:
+async def _grade_scenario(design: "Design", scenario: Scenario,
+                          progress: display.GradingProgress) -> ScenarioGrade:
     label = f"{design.name} × {scenario.name}"
     step_s = scenario.planned_s + 0.5
-    async with slots:
-        try:
-            run = await arun(design, _settling(scenario),
-                             progress=lambda f: progress.update(label, f, step_s))
-        except RunError as exc:
-            return ScenarioGrade(scenario.name, None, [], error=str(exc))
-        finally:
-            progress.update(label, 1.0, step_s)
+    try:
+        run = await arun(design, _settling(scenario),
+                         progress=lambda f: progress.update(label, f, step_s))
+    except RunError as exc:
+        return ScenarioGrade(scenario.name, None, [], error=str(exc))
+    finally:
+        progress.update(label, 1.0, step_s)
     return ScenarioGrade(scenario.name, run, checks_of(run, scenario.name))
 
 
@@ -340,7 +338,7 @@ def _settling(scenario: Scenario) -> Scenario:
 
 
 async def agrade(*designs: Any, scenarios: "Sequence[str | Scenario] | None" = None,
-                 progress: "bool | None" = None, concurrency: int = 1) -> "Scorecard | Gradebook":
+                 progress: "bool | None" = None) -> "Scorecard | Gradebook":
     """Grade one design (a :class:`Scorecard`) or several (a :class:`Gradebook`).
 
     ``designs``: design names, :class:`~wslab.Design` objects, modules, or
@@ -352,34 +350,22 @@ async def agrade(*designs: Any, scenarios: "Sequence[str | Scenario] | None" = N
     a widget in Jupyter, else a line on stderr, never stdout). A design that does not load or fit
     the contract raises :class:`~wslab.DesignContractError` before any run.
 
-    ``concurrency`` runs that many scenarios at once, each in its own lab (own
-    loop, ports and ledger). In virtual time runs at once get exactly the
-    results they get alone; a scenario on another clock (CPU-charged or real)
-    runs alone, since runs at once would share the CPU it measures.
+    The runs go one after the other (lab loops take turns, see
+    :mod:`wslab.clock`): in virtual time a run costs only the CPU it uses, so
+    runs at once would be no faster, and they would not be alone.
     """
     if not designs:
         raise ConfigError("grade what? give a design name, a Design, or a .py file")
     chosen = [get_scenario(s) for s in (scenarios if scenarios is not None else list(SCENARIOS))]
     if not chosen:
         raise ConfigError("scenarios is empty: give at least one scenario name")
-    if not isinstance(concurrency, int) or not 1 <= concurrency <= 16:
-        raise ConfigError(f"concurrency must be an integer from 1 to 16, got {concurrency!r}")
     resolved = [(given, get_design(given)) for given in designs]  # all checked before any run
     total_s = sum(s.planned_s + 0.5 for s in chosen) * len(designs)
     bar = display.GradingProgress(total_s, progress)
-    slots = asyncio.Semaphore(concurrency)
     pairs = [(design, scenario) for _, design in resolved for scenario in chosen]
-    alone = asyncio.Semaphore(1)
-
-    async def grade_pair(design: "Design", scenario: Scenario) -> ScenarioGrade:
-        if scenario.clock == "virtual":
-            return await _grade_scenario(design, scenario, bar, slots)
-        async with alone:  # CPU or real time is measured: nothing else at once
-            return await _grade_scenario(design, scenario, bar, slots)
-
     finished = False
     try:
-        rows = await asyncio.gather(*(grade_pair(d, s) for d, s in pairs))
+        rows = [await _grade_scenario(design, scenario, bar) for design, scenario in pairs]
         finished = True
     finally:
         bar.close(finished=finished)
@@ -390,10 +376,10 @@ async def agrade(*designs: Any, scenarios: "Sequence[str | Scenario] | None" = N
 
 
 def grade(*designs: Any, scenarios: "Sequence[str | Scenario] | None" = None,
-          progress: "bool | None" = None, concurrency: int = 1) -> "Scorecard | Gradebook":
+          progress: "bool | None" = None) -> "Scorecard | Gradebook":
     """:func:`agrade` from synchronous code (a script, a test, a notebook cell
     without ``await``). The grading loop runs in a thread of its own, and each
     run in a lab loop of its own (see :mod:`wslab.clock`), so nothing nests."""
-    options = dict(scenarios=scenarios, progress=progress, concurrency=concurrency)
+    options = dict(scenarios=scenarios, progress=progress)
     return run_in_lab_loop_sync(lambda: agrade(*designs, **options), clock="real",
                                 wall_limit_s=None, name="grading")

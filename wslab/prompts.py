@@ -13,7 +13,6 @@ them next to each other; :func:`grade_both` grades both on every scenario.
 
 from __future__ import annotations
 
-import asyncio
 import inspect
 from dataclasses import dataclass
 from pathlib import Path
@@ -99,22 +98,15 @@ async def side_by_side(lesson: str, scenario: Any, *, kind: str = "timeline",
     from . import plots
     from .lab import arun
 
-    from .scenarios import get_scenario
-
     pair = load(lesson)
-    vague_run = arun(pair.design("vague"), scenario, **overrides)
-    better_run = arun(pair.design("better"), scenario, **overrides)
-    if overrides.get("clock", get_scenario(scenario).clock) == "virtual":
-        # Both at once, each in its own lab: in virtual time neither sees the other.
-        vague, better = await asyncio.gather(vague_run, better_run)
-    else:  # CPU or real time is measured: one at a time, or they would share it
-        vague, better = await vague_run, await better_run
+    vague = await arun(pair.design("vague"), scenario, **overrides)
+    better = await arun(pair.design("better"), scenario, **overrides)
     figure = plots.compare(vague, better, kind=kind,  # type: ignore[arg-type]
                            labels=("vague prompt", "better prompt"))
     return vague, better, figure
 
 
-async def grade_both(lesson: str, scenarios: Any = None, *, concurrency: int = 5,
+async def grade_both(lesson: str, scenarios: Any = None, *,
                      progress: "bool | None" = None) -> "tuple[Gradebook, Figure]":
     """Grade the code of both prompts of ``lesson`` on ``scenarios`` (all by default)
     and draw the two scorecards as one grid: the side by side of a lesson about
@@ -126,5 +118,5 @@ async def grade_both(lesson: str, scenarios: Any = None, *, concurrency: int = 5
 
     pair = load(lesson)
     designs = [replace(pair.design(which), name=f"{which} prompt") for which in ("vague", "better")]
-    book = await agrade(*designs, scenarios=scenarios, concurrency=concurrency, progress=progress)
+    book = await agrade(*designs, scenarios=scenarios, progress=progress)
     return book, book.plot()

@@ -141,12 +141,12 @@ GRADED_SCENARIOS: tuple[Scenario, ...] = tuple(
     for s in SCENARIOS.values())
 
 
-async def grade_samples(names: Sequence[str] = FITTING, *, concurrency: int = 16,
+async def grade_samples(names: Sequence[str] = FITTING, *,
                         progress: bool | None = None) -> Gradebook | Scorecard:
     """:data:`GRADED_SCENARIOS` for each sample: a :class:`Gradebook` with one card per
     sample, named by its file (a :class:`Scorecard` for one sample)."""
     return await agrade(*(sample_path(n) for n in names), scenarios=GRADED_SCENARIOS,
-                        concurrency=concurrency, progress=progress)
+                        progress=progress)
 
 
 # A reading against a measurement ------------------------------------------------
