@@ -26,11 +26,11 @@ PREFIX = "python -m wslab "
 # the loop fall at the same lab instant and the machine's load decides which the
 # loop sees first. For these cells only the failed checks are compared, not the
 # numbers. Keep this empty once it is fixed.
-# reconnects_but_loses in shutdown in flight: lost 69 on a quiet machine (6 of 6),
-# 69 or 77 with two CPU hogs (4 and 4 of 8): its client sees the server's close at
+# reconnects_but_loses in shutdown in flight: lost 69 in 6 of 6 runs with two CPU
+# hogs, 69 or 77 (4 and 4 of 8) with four: its client sees the server's close at
 # 0.98 or at 1.00 s, one step of the slow worker apart.
 # queues_without_bound in slow consumer: lost 119 from the command line (quiet and
-# with hogs), 80 in this test (pytest's log capture slows each turn of the loop),
+# with two hogs), 80 in this test with two hogs (pytest's log capture slows the loop),
 # 70 to 101 while runs went 4 at once: how fast the loop turns in real time
 # shows through, probably by the kernel's delayed ACK (40 ms of real time) that
 # reopens the full TCP window of a reader that lags.
