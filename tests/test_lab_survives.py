@@ -154,7 +154,9 @@ def test_ctrl_c_ends_the_command_line_with_130_and_one_line():
     started = time.monotonic()
     child = subprocess.Popen(
         [sys.executable, "-m", "wslab", "run", "--design", "production", "--scenario",
-         "reconnect_storm", "--clients", "200"],
+         # 1,000 clients: 14 s of real time in all, so the signal always finds it running
+         # (200 clients took 3 s, and under two CPU hogs it once ended before the signal)
+         "reconnect_storm", "--clients", "1000"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
     try:
         # Started: the design's server and the proxy listen.
