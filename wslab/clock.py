@@ -263,9 +263,9 @@ class _Cancelled(Exception):
 # process. Runs in threads share one interpreter lock, so runs at once are no
 # faster; they were measured 2.5 times slower (12 designs x 10 scenarios, 4 at
 # once: 144 s against 59 s one at a time) and they changed results: each run
-# made less real progress per lab second, so the kernel's own timers (a delayed
-# ACK opening a full TCP window) fell at other lab times (a slow consumer lost
-# 70 messages 4 at once, 119 alone). Real-clock loops (the grader's coordinator,
+# made less real progress per lab second, so the kernel's own timing (probably
+# a delayed ACK reopening a full TCP window) fell at other lab times (a slow
+# consumer lost 70 messages 4 at once, 119 alone). Real-clock loops (the grader's coordinator,
 # the bench) do not take turns: they only wait, or measure the machine itself.
 _TURN = threading.Lock()
 _turn_holders: set[int | None] = set()  # threads running a lab loop in its turn
