@@ -130,13 +130,13 @@ def probe(frames_to_send):
 
     async def client(app):
         async with app.connect() as websocket:
-            await websocket.send(envelope.encode("hello", session="probe", down_next=0,
-                                                 token=await app.fetch_token()))
-            for frame in frames_to_send:
-                await websocket.send(frame)
-            body = await app.next_message()
-            await websocket.send(envelope.encode("msg", seq=0, body=body))
-            try:
+            try:  # the server may close while a big frame is still being sent
+                await websocket.send(envelope.encode("hello", session="probe", down_next=0,
+                                                     token=await app.fetch_token()))
+                for frame in frames_to_send:
+                    await websocket.send(frame)
+                body = await app.next_message()
+                await websocket.send(envelope.encode("msg", seq=0, body=body))
                 async for data in websocket:
                     seen["frames"].append(json.loads(data))
                     if seen["frames"][-1]["t"] == "ack":

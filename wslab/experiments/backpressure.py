@@ -10,7 +10,7 @@ Introduced in notebooks/05_backpressure.ipynb.
   waits). It counts how many bytes a client can send to a server that never
   reads before ``send()`` waits, against what those two limits account for:
   the rest sits in the kernel's socket buffers, which no option of the
-  library bounds.
+  library bounds (a lab loop's sockets keep fixed sizes, :mod:`wslab.clock`).
 - :func:`flood_close_code` runs the production server against a client that
   ignores its credit (it sends without waiting for acknowledgements) and
   returns the close code it gets: 1008, "flow control violated".
