@@ -17,15 +17,15 @@ $(STAMP): pyproject.toml
 lab: $(STAMP)
 	$(BIN)/jupyter lab --ServerApp.ip=127.0.0.1 $(if $(filter 0,$(shell id -u)),--allow-root) notebooks/00_start_here.ipynb
 
-NBVAL := -p no:cacheprovider -n 2 --dist loadscope --nbval-lax --nbval-cell-timeout=120 --nbval-sanitize-with notebooks/sanitize.cfg
+NBVAL := --nbval-lax --nbval-cell-timeout=120 --nbval-sanitize-with notebooks/sanitize.cfg
 
-## Every test: the package's tests, nbval over every notebook, then over the learner
-## edition (where only the checker cells after the stubbed solutions may raise).
+## Every test, in one pytest session (its workers share the load; each notebook
+## runs whole on one of them, see conftest.py): the package's tests, nbval over
+## every notebook, and over the learner edition (where only the checker cells
+## after the stubbed solutions may raise).
 test: $(STAMP)
-	$(BIN)/python -m pytest -p no:cacheprovider -n 2 tests
-	$(BIN)/python -m pytest $(NBVAL) notebooks
 	rm -rf .learner-check && $(BIN)/python -m wslab learner .learner-check > /dev/null
-	$(BIN)/python -m pytest $(NBVAL) .learner-check
+	$(BIN)/python -m pytest -p no:cacheprovider -n 3 $(NBVAL) tests notebooks .learner-check
 	rm -rf .learner-check
 
 ## The learner edition, for a workshop: learner/*.ipynb with the exercises to write.

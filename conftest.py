@@ -7,6 +7,10 @@ drawn a figure can be slower than that although nothing is wrong: the lab's
 results do not depend on the machine's load, so the check of them must not
 either. Every notebook cell gets 60 s instead; a cell's own time limit stays
 --nbval-cell-timeout.
+
+`make test` runs the package tests and the notebooks in one pytest session, so
+that pytest-xdist's workers share the whole load: each notebook's cells go to
+one worker (one kernel, in order), every other test wherever a worker is free.
 """
 
 from __future__ import annotations
@@ -14,7 +18,21 @@ from __future__ import annotations
 NBVAL_OUTPUT_TIMEOUT_S = 60
 
 
-def pytest_collection_modifyitems(items):
-    for item in items:
-        if type(item).__name__ == "IPyNbCell" and hasattr(item, "output_timeout"):
-            item.output_timeout = NBVAL_OUTPUT_TIMEOUT_S
+def pytest_itemcollected(item):
+    if type(item).__name__ == "IPyNbCell" and hasattr(item, "output_timeout"):
+        item.output_timeout = NBVAL_OUTPUT_TIMEOUT_S
+
+
+def pytest_xdist_make_scheduler(config, log):
+    """Each notebook's cells on one worker, in order; every other test on its own.
+
+    (``--dist loadgroup`` with ``xdist_group`` marks would say the same, but
+    it does not group on this pytest: pytest-xdist issue 1386.)"""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class NotebooksWhole(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            path = nodeid.split("::", 1)[0]
+            return path if path.endswith(".ipynb") else nodeid
+
+    return NotebooksWhole(config, log)
