@@ -15,8 +15,9 @@ from .workload import Workload
 
 
 # Summary fields read from the machine rather than from lab time: the bytes in
-# kernel socket queues (TCP autotuning decides how many wait there) and the
-# real seconds a run took.
+# kernel socket queues when a sample is taken (the kernel's own pace decides some
+# of them: a 200-client storm gave 1,196 or 1,486 under two CPU hogs, where every
+# other field of every scenario was identical) and the real seconds a run took.
 MACHINE_FIELDS = ("peak_buffered_bytes", "wall_s")
 
 
