@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+LAB_ARGS ?=  # more options for jupyter lab, e.g. LAB_ARGS="--no-browser --ServerApp.port=9000"
 
 .PHONY: lab test learner bench clean
 
@@ -13,9 +14,11 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 ## Open the workbook in JupyterLab, on lesson 00.
-# (Jupyter refuses to run as root unless told; containers and workshop VMs often are root.)
+# (Jupyter refuses to run as root unless told; containers and workshop VMs often are root.
+# The URL it prints opens lesson 00 too, for a machine without a browser of its own.)
 lab: $(STAMP)
-	$(BIN)/jupyter lab --ServerApp.ip=127.0.0.1 $(if $(filter 0,$(shell id -u)),--allow-root) notebooks/00_start_here.ipynb
+	$(BIN)/jupyter lab --ServerApp.ip=127.0.0.1 $(if $(filter 0,$(shell id -u)),--allow-root) \
+		--LabApp.default_url=/lab/tree/00_start_here.ipynb $(LAB_ARGS) notebooks/00_start_here.ipynb
 
 NBVAL := --nbval-lax --nbval-cell-timeout=120 --nbval-sanitize-with notebooks/sanitize.cfg
 

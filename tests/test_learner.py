@@ -82,3 +82,13 @@ def test_cli_builds_the_edition_and_refuses_to_overwrite_the_notebooks(tmp_path)
     assert (tmp_path / "out" / "02_failure_modes.ipynb").exists()
     assert main(["learner", notebooks, "--notebooks", notebooks]) == 2
     assert main(["learner", str(tmp_path / "x"), "--notebooks", str(tmp_path / "none")]) == 2
+
+
+def test_cli_finds_the_workbooks_notebooks_from_any_folder(tmp_path, monkeypatch, capsys):
+    from wslab.__main__ import main
+
+    monkeypatch.chdir(tmp_path)  # not the project's root: no notebooks/ here
+    assert main(["learner", "out"]) == 0
+    assert (tmp_path / "out" / "02_failure_modes.ipynb").exists()
+    assert main(["learner", "x", "--notebooks", "none"]) == 2
+    assert "pass --notebooks" in capsys.readouterr().err

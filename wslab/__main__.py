@@ -98,8 +98,14 @@ def _grade(args: argparse.Namespace) -> int:
 def _learner(args: argparse.Namespace) -> int:
     from .learner import build
 
+    # The workbook's notebooks/ sits beside the package in a clone (pip install -e).
+    source = Path(args.notebooks) if args.notebooks else Path(__file__).resolve().parent.parent / "notebooks"
+    if not source.is_dir():
+        raise ConfigError(f"no notebooks folder at {source}: pass --notebooks with the path of "
+                          "the workbook's notebooks/ folder (they come with a clone of the "
+                          "project, not with the package)")
     try:
-        stubbed = build(Path(args.notebooks), Path(args.out))
+        stubbed = build(source, Path(args.out))
     except (FileNotFoundError, ValueError) as exc:
         raise ConfigError(str(exc)) from exc
     for s in stubbed:
@@ -144,7 +150,8 @@ def main(argv: list[str] | None = None) -> int:
     p.set_defaults(func=_grade)
     p = commands.add_parser("learner", help="build the learner edition: exercise solutions replaced by stubs")
     p.add_argument("out", help="the folder to write the notebooks to")
-    p.add_argument("--notebooks", default="notebooks", help="where the full notebooks are")
+    p.add_argument("--notebooks", default=None,
+                   help="where the full notebooks are (default: the workbook's notebooks/ folder)")
     p.set_defaults(func=_learner)
     p = commands.add_parser("bench", help="proxy overhead, injected latency accuracy, production vs raw echo, dead-peer detection")
     p.add_argument("--json", action="store_true", help="print one JSON object")
