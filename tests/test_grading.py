@@ -14,6 +14,8 @@ from wslab.errors import DesignContractError
 from wslab.grading import CRITERIA, Gradebook, Scorecard, grade
 from wslab.loader import load_design
 
+from test_readme_scorecard import assert_readme_row
+
 ROOT = Path(__file__).resolve().parent.parent
 SUBMISSIONS = ROOT / "data" / "submissions"
 
@@ -71,6 +73,7 @@ def test_production_passes_every_scenario():
     assert all(row.checks for row in card.rows)  # every scenario has criteria
     assert all(c.applicable for row in card.rows for c in row.checks)  # and it is judged on all
     assert card.lessons() == []
+    assert_readme_row(card)
 
 
 @pytest.mark.timeout(120)
@@ -92,6 +95,7 @@ def test_each_sample_fails_exactly_what_it_should(name):
         if not row.passed:
             assert row.lessons and all("notebooks/" in lesson for lesson in row.lessons)
     assert card.audit is not None  # a file is also read
+    assert_readme_row(card)
 
 
 def test_every_criterion_names_an_existing_lesson():
