@@ -3,7 +3,8 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-LAB_ARGS ?=  # more options for jupyter lab, e.g. LAB_ARGS="--no-browser --ServerApp.port=9000"
+# More options for jupyter lab, e.g. make lab LAB_ARGS="--no-browser --ServerApp.port=9000"
+LAB_ARGS ?=
 
 .PHONY: lab test learner bench clean
 

@@ -27,7 +27,10 @@ def pytest_xdist_make_scheduler(config, log):
     """Each notebook's cells on one worker, in order; every other test on its own.
 
     (``--dist loadgroup`` with ``xdist_group`` marks would say the same, but
-    it does not group on this pytest: pytest-xdist issue 1386.)"""
+    it does not group on this pytest: pytest-xdist issue 1386.) Only in place of
+    the default ``--dist load``: another ``--dist`` asked for is kept."""
+    if config.getvalue("dist") != "load":
+        return None
     from xdist.scheduler import LoadScopeScheduling
 
     class NotebooksWhole(LoadScopeScheduling):
