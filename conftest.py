@@ -15,7 +15,20 @@ one worker (one kernel, in order), every other test wherever a worker is free.
 
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
+
 NBVAL_OUTPUT_TIMEOUT_S = 60
+
+
+def pytest_configure(config):
+    """Prompts kept by the lessons' prompt exercises go to a folder of this run
+    (kernels inherit it), never into the learner's own ``my_prompts/``."""
+    if not os.environ.get("WSLAB_PROMPTS_DIR"):
+        folder = tempfile.mkdtemp(prefix="wslab-prompts-")
+        os.environ["WSLAB_PROMPTS_DIR"] = folder
+        config.add_cleanup(lambda: shutil.rmtree(folder, ignore_errors=True))
 
 
 def pytest_itemcollected(item):

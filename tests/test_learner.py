@@ -70,7 +70,7 @@ def test_stub_source_keeps_imports_and_docstrings_and_refuses_a_cell_without_def
         "import math\nLIMIT = 3\n\nasync def f(a, *, b=2):\n    '''Doc.'''\n    return a\n")
     assert names == ("f",) and "import math" in stub and "LIMIT" not in stub
     assert '"""Doc."""' in stub and "raise NotImplementedError" in stub and "return a" not in stub
-    with pytest.raises(ValueError, match="at least one function or class"):
+    with pytest.raises(ValueError, match="at least one function, class or prompt"):
         stub_source("x = 1\n")
 
 

@@ -8,6 +8,7 @@ The flow (see the README)::
 Start with ``notebooks/00_start_here.ipynb``.
 """
 
+from .claims import ClaimFailed, claim
 from .contract import ClientApp, Design, ServerApp
 from .designs import DESIGNS, get_design
 from .errors import (AuthError, ConfigError, DesignContractError, DesignHangError, RunError,
@@ -26,11 +27,11 @@ from .workload import Workload
 __version__ = "0.1.0"
 
 __all__ = [
-    "AuthError", "Bandwidth", "BlackHole", "ClientApp", "ConfigError", "Cut", "DESIGNS", "Design",
+    "AuthError", "Bandwidth", "BlackHole", "ClaimFailed", "ClientApp", "ConfigError", "Cut", "DESIGNS", "Design",
     "DesignContractError", "DesignHangError", "Fault", "FaultPlan", "FaultProxy", "Frame",
     "FrameFault", "Latency", "Ledger", "Refuse", "Revoke", "Run", "RunError", "RunTimeoutError",
     "SCENARIOS", "Scenario", "ServerApp", "ServerRestart", "SlowConsumer", "TextContaining", "TokenExpired", "TokenInvalid", "TokenRevoked",
-    "UnknownNameError", "Workload", "WslabError", "arun", "get_design", "get_scenario", "run",
+    "UnknownNameError", "Workload", "WslabError", "arun", "claim", "get_design", "get_scenario", "run",
 ]
 
 _LAZY = {"plots", "widgets", "exercises", "experiments", "prompts", "bench", "contract", "designs",

@@ -52,8 +52,9 @@ def stub_source(source: str) -> tuple[str, tuple[str, ...]]:
     """The stub for a solution cell's source, and the names it defines.
 
     Imports stay; each function keeps its signature and docstring; each class
-    keeps its bases, docstring and methods' signatures; everything else in the
-    cell (helper constants, a worked value) is dropped.
+    keeps its bases, docstring and methods' signatures; a name given a string
+    (a prompt to write, ``my_prompt = "..."``) is given the empty string;
+    everything else in the cell (helper constants, a worked value) is dropped.
     """
     tree = pyparse.parse(source)
     kept: list[ast.stmt] = []
@@ -79,9 +80,17 @@ def stub_source(source: str) -> tuple[str, tuple[str, ...]]:
             stub.body = body or [ast.Pass()]
             kept.append(stub)
             names.append(node.name)
+        elif (isinstance(node, ast.Assign) and len(node.targets) == 1
+              and isinstance(node.targets[0], ast.Name) and isinstance(node.value, ast.Constant)
+              and isinstance(node.value.value, str)):
+            kept.append(ast.Assign(targets=node.targets, value=ast.Constant(""), lineno=0))
+            names.append(node.targets[0].id)
     if not names:
-        raise ValueError("a solution cell must define at least one function or class")
-    return ast.unparse(ast.Module(body=kept, type_ignores=[])) + "\n", tuple(names)
+        raise ValueError("a solution cell must define at least one function, class or prompt")
+    text = ast.unparse(ast.Module(body=kept, type_ignores=[])) + "\n"
+    for name in names:  # a prompt to write: say so where it goes
+        text = text.replace(f"{name} = ''\n", f"{name} = ''  # write your prompt here, in triple quotes\n")
+    return text, tuple(names)
 
 
 def _source(cell: dict) -> str:
