@@ -92,3 +92,14 @@ def test_cli_finds_the_workbooks_notebooks_from_any_folder(tmp_path, monkeypatch
     assert (tmp_path / "out" / "02_failure_modes.ipynb").exists()
     assert main(["learner", "x", "--notebooks", "none"]) == 2
     assert "pass --notebooks" in capsys.readouterr().err
+
+
+def test_stubs_open_unfolded_where_the_solution_was_folded():
+    cell = {"cell_type": "code", "source": ["def f():\n", "    return 1\n"], "outputs": [],
+            "execution_count": 1, "metadata": {"tags": ["solution"], "jupyter": {"source_hidden": True}}}
+    checker = {"cell_type": "code", "source": ["f()"], "outputs": [], "execution_count": 2,
+               "metadata": {}}
+    from wslab.learner import learner_notebook
+    edition, _ = learner_notebook({"cells": [cell, checker]})
+    assert "source_hidden" not in edition["cells"][0]["metadata"].get("jupyter", {})
+    assert edition["cells"][0]["metadata"]["tags"] == ["stub"]

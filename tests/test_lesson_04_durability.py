@@ -5,6 +5,8 @@ no timing assertions."""
 from __future__ import annotations
 
 import asyncio
+import json
+from pathlib import Path
 
 import pytest
 
@@ -13,6 +15,7 @@ from wslab.exercises import durability as exercise
 from wslab.experiments import durability
 
 PROMPTS = wslab.prompts.load("04_durability")
+NOTEBOOK = Path(__file__).resolve().parent.parent / "notebooks" / "04_durability.ipynb"
 
 
 # The worked solution and realistic wrong answers ---------------------------
@@ -151,3 +154,36 @@ def test_a_client_with_a_one_second_backoff_cap_always_has_time_to_come_back():
     for seed in range(40):
         summary = wslab.run(better, durability.interruption(), seed=seed).summary()
         assert summary["lost"] == 0 and summary["reconnects"] == 1, (seed, summary)
+
+
+# The notebook's order: each exercise before what gives it away ---------------
+
+
+def code_cells() -> list[tuple[int, str, list[str]]]:
+    """(index, source, tags) of every code cell of the notebook."""
+    cells = json.loads(NOTEBOOK.read_text())["cells"]
+    return [(i, "".join(c["source"]), c["metadata"].get("tags", []))
+            for i, c in enumerate(cells) if c["cell_type"] == "code"]
+
+
+def test_the_notebooks_prompt_passes_the_review_in_its_own_words():
+    [source] = [text for _, text, tags in code_cells()
+                if "solution" in tags and text.startswith("my_prompt = ")]
+    namespace: dict = {}
+    exec(source, namespace)  # noqa: S102 (the notebook's own solution cell)
+    prompt = namespace["my_prompt"]
+    review = wslab.prompts.review_prompt(prompt, "04_durability")
+    assert review.passed, str(review)
+    assert prompt.strip() != PROMPTS.better.strip()
+
+
+def test_each_exercise_comes_before_the_cells_that_give_it_away():
+    code = code_cells()
+    first = lambda text: next(i for i, source, _ in code if text in source)  # noqa: E731
+    [prompt_cell] = [i for i, source, tags in code if "solution" in tags
+                     and source.startswith("my_prompt = ")]
+    [buffer_cell] = [i for i, source, tags in code if "solution" in tags
+                     and "class OutboundBuffer" in source]
+    assert first('prompts.prompt("vague")') < prompt_cell < first('prompts.prompt("better")')
+    for reveal in ('prompts.code("better")', "OutboundWindow.add", "Channel.run", "Channel._work"):
+        assert buffer_cell < first(reveal), reveal

@@ -27,10 +27,20 @@ BURST = wslab.get_scenario("queue_overflow").with_(
     workload=wslab.Workload(count=320, rate_per_s=1000, direction="up", size_bytes=1024))
 
 
+def notebook_cells() -> list[tuple[str, str, list[str]]]:
+    """(cell type, source, tags) of every cell of the notebook."""
+    return [(c["cell_type"], "".join(c["source"]), c["metadata"].get("tags", []))
+            for c in json.loads(NOTEBOOK.read_text())["cells"]]
+
+
+def solution_sources() -> list[str]:
+    return [source for _, source, tags in notebook_cells() if "solution" in tags]
+
+
 def worked_solution() -> type:
-    """The class in the notebook's cell tagged "solution"."""
-    cells = json.loads(NOTEBOOK.read_text())["cells"]
-    [source] = ["".join(c["source"]) for c in cells if "solution" in c["metadata"].get("tags", [])]
+    """The class in the notebook's cell tagged "solution" that defines it (the other
+    solution cell is the prompt exercise's)."""
+    [source] = [text for text in solution_sources() if "class BoundedQueue" in text]
     namespace = {"asyncio": asyncio}
     exec(source, namespace)  # noqa: S102 (the notebook's own solution cell)
     return namespace["BoundedQueue"]
@@ -149,3 +159,28 @@ def test_overflow_policies_are_bounded_refuse_explicitly_and_draw():
     figure = experiment.policies_figure(runs)
     assert len(figure.axes) == 6
     assert "reject" in figure.axes[1].get_title()
+
+
+# The notebook's order: each exercise before what gives it away ---------------
+
+
+def test_the_notebooks_prompt_passes_the_review_in_its_own_words():
+    [source] = [text for text in solution_sources() if text.startswith("my_prompt = ")]
+    namespace: dict = {}
+    exec(source, namespace)  # noqa: S102 (the notebook's own solution cell)
+    prompt = namespace["my_prompt"]
+    review = wslab.prompts.review_prompt(prompt, "05_backpressure")
+    assert review.passed, str(review)
+    assert prompt.strip() != wslab.prompts.load("05_backpressure").better.strip()
+
+
+def test_each_exercise_comes_before_the_cells_that_give_it_away():
+    code = [(i, source, tags) for i, (kind, source, tags) in enumerate(notebook_cells())
+            if kind == "code"]
+    first = lambda text: next(i for i, source, _ in code if text in source)  # noqa: E731
+    [prompt_cell] = [i for i, source, tags in code if "solution" in tags
+                     and source.startswith("my_prompt = ")]
+    [queue_cell] = [i for i, source, tags in code if "solution" in tags
+                    and "class BoundedQueue" in source]
+    assert first('prompts.prompt("vague")') < prompt_cell < first('prompts.prompt("better")')
+    assert queue_cell < first("ReliableClient._feed)")

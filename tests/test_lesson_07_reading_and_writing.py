@@ -5,7 +5,9 @@ no timing assertions beyond wide margins."""
 from __future__ import annotations
 
 import asyncio
+import json
 import math
+from pathlib import Path
 
 import pytest
 from websockets.exceptions import ConnectionClosed
@@ -15,6 +17,7 @@ from wslab.exercises.reading_and_writing import check_three_tasks
 from wslab.experiments import reading_and_writing as rw
 
 LESSON = "07_reading_and_writing"
+NOTEBOOK = Path(__file__).resolve().parent.parent / "notebooks" / f"{LESSON}.ipynb"
 
 
 # The worked solution, and wrong answers people write --------------------------------
@@ -197,3 +200,36 @@ def test_helpers_on_a_run_without_pings():
     assert rw.ping_waits(run) == [] and math.isnan(rw.longest_ping_wait_s(run))
     latency = rw.request_latency_ms(run)
     assert latency["max"] == latency["p50"] == 0  # in virtual time loopback takes no time
+
+
+# The notebook's order: each exercise before what gives it away ---------------
+
+
+def code_cells() -> list[tuple[int, str, list[str]]]:
+    """(index, source, tags) of every code cell of the notebook."""
+    cells = json.loads(NOTEBOOK.read_text())["cells"]
+    return [(i, "".join(c["source"]), c["metadata"].get("tags", []))
+            for i, c in enumerate(cells) if c["cell_type"] == "code"]
+
+
+def test_the_notebooks_prompt_passes_the_review_in_its_own_words():
+    [source] = [text for _, text, tags in code_cells()
+                if "solution" in tags and text.startswith("my_prompt = ")]
+    namespace: dict = {}
+    exec(source, namespace)  # noqa: S102 (the notebook's own solution cell)
+    prompt = namespace["my_prompt"]
+    review = wslab.prompts.review_prompt(prompt, LESSON)
+    assert review.passed, str(review)
+    assert prompt.strip() != wslab.prompts.load(LESSON).better.strip()
+
+
+def test_the_exercise_comes_before_every_source_that_solves_it():
+    code = code_cells()
+    first = lambda text: next(i for i, source, _ in code if text in source)  # noqa: E731
+    [prompt_cell] = [i for i, source, tags in code if "solution" in tags
+                     and source.startswith("my_prompt = ")]
+    [handler_cell] = [i for i, source, tags in code if "solution" in tags
+                      and "async def three_task_handler" in source]
+    assert first('prompts.prompt("vague")') < prompt_cell < first('prompts.prompt("better")')
+    for reveal in ('prompts.code("better")', "Channel.run", "Channel._read", "self.inbox"):
+        assert handler_cell < first(reveal), reveal

@@ -110,6 +110,7 @@ def learner_notebook(notebook: dict, name: str = "") -> tuple[dict, list[Stubbed
         cell["source"] = stub.splitlines(keepends=True)
         cell["outputs"], cell["execution_count"] = [], None
         cell["metadata"]["tags"] = [t for t in cell["metadata"]["tags"] if t != SOLUTION_TAG] + ["stub"]
+        cell["metadata"].get("jupyter", {}).pop("source_hidden", None)  # the learner writes here
         checker = next((c for c in cells[i + 1:] if c["cell_type"] == "code"), None)
         if checker is None:
             raise ValueError(f"{name}: the solution cell {i} has no checker cell after it")

@@ -262,7 +262,8 @@ _NUMBER = (r"(?:\d[\d,.]*|one|two|three|four|five|six|seven|eight|nine|ten|twent
 _UNIT = (r"(?:ms|milliseconds?|s|secs?|seconds?|min|minutes?|hours?|%|kib|mib|kb|mb|gb|bytes?"
          r"|messages?|events?|updates?|clients?|connections?|devices?|users?|handshakes?"
          r"|requests?|per second|/\s?s|a second)")
-QUANTITY = re.compile(rf"\b{_NUMBER}\s*{_UNIT}\b|\b(?:a|an) (?:second|minute|hour)\b", re.IGNORECASE)
+QUANTITY = re.compile(rf"\b{_NUMBER}\s*{_UNIT}\b|\b{_NUMBER}\s+\w+\s+(?:per|a|each|every) "
+                      r"(?:second|minute|hour)\b|\b(?:a|an) (?:second|minute|hour)\b", re.IGNORECASE)
 FAILURE_WORDS = re.compile(
     r"fail|lifecycle|life cycle|what happens (to|when|if)|(go|goes|be) wrong|break|risks?\b"
     r"|edge cases?|scenarios?",
