@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 import logging
 import random
+from pathlib import Path
 
 import pytest
 from websockets.asyncio.client import connect
@@ -26,6 +28,7 @@ from wslab.experiments import reconnection as experiment
 
 pytestmark = pytest.mark.timeout(120)
 
+ROOT = Path(__file__).resolve().parent.parent
 BASE_S = experiment.RECONNECT_SETTINGS.backoff_base_s
 CAP_S = experiment.RECONNECT_SETTINGS.backoff_cap_s
 
@@ -92,7 +95,11 @@ def policies():
     return asyncio.run(experiment.compare_policies(experiment.storm(100), per_window=10))
 
 
-def test_full_jitter_does_the_least_work_and_everyone_comes_back(policies):
+def test_full_jitter_makes_the_server_answer_the_fewest_handshakes_and_everyone_comes_back(policies):
+    # The lesson's claim is about one measured quantity: handshakes answered after the
+    # restart ("answered"). On attempts while down, full jitter saves nothing over
+    # exponential backoff without jitter (at least 0.9 as many; measured 1.02 to 1.86
+    # times as many in eleven reruns), and in total the two come out close, either ahead.
     constant, lockstep, jittered = (experiment.storm_numbers(r) for r in policies.values())
     clients = 100
     assert all(run.clock == "cpu" for run in policies.values())
@@ -101,6 +108,17 @@ def test_full_jitter_does_the_least_work_and_everyone_comes_back(policies):
     assert constant["while_down"] > 1.3 * max(lockstep["while_down"], jittered["while_down"])
     assert lockstep["answered"] > 1.1 * jittered["answered"]
     assert lockstep["half_back_s"] > 1.5 * jittered["half_back_s"]
+    assert jittered["while_down"] >= 0.9 * lockstep["while_down"]
+
+
+def test_the_notebook_says_when_reconnecting_by_iterating_connect_arrived():
+    notebook = json.loads((ROOT / "notebooks" / "03_reconnection.ipynb").read_text())
+    text = "\n".join("".join(c["source"]) for c in notebook["cells"] if c["cell_type"] == "markdown")
+    assert "Since version 10.0, `websockets` reconnects for you when you iterate over `connect()`" in text
+    assert "10.1" not in text
+    # The storm's claim names what it measured.
+    assert "counted as handshakes answered after the restart, full jitter does the least work" in text
+    assert "full jitter does the least work." not in text.replace("\n", " ")
 
 
 def test_attempts_figure_draws_one_panel_per_run(policies):
@@ -166,7 +184,11 @@ def test_vague_code_storms_and_loses_what_it_sends_during_the_outage_better_code
     # In lockstep; on the cpu clock handshakes spread the lockstep a little (62 against
     # 31 per 10 ms with the machine at load 10), so the margin is the notebook's.
     assert vague["peak"] > 1.5 * better["peak"]
-    assert vague["while_down"] > 1.3 * better["while_down"]
+    # Attempts while down are not compared: the vague code's 10 ms pause makes them
+    # CPU-bound (measured 427 in the notebook, 319 on a loaded CI runner, against the
+    # better code's 264-277), so the ratio is the machine's speed. The better code's
+    # own count is set by its backoff: about three attempts per client in 0.3 s.
+    assert better["while_down"] < 4 * storm.clients
     assert vague["back_s"] < better["back_s"] / 2
 
 

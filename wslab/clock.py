@@ -29,7 +29,9 @@ Every run names its clock (``run.clock``, ``run.summary()["clock"]``):
 Code under test often reads the clock itself (``time.monotonic()`` for an
 ack timeout, ``time.time()`` in a token) or blocks (``time.sleep``). In a
 virtual or CPU-charged lab loop's thread, and only there, ``time.monotonic``
-and ``time.time`` read lab time (offset to look like the machine's clocks),
+and ``time.time`` read lab time (``time.time`` from the machine's time at the start,
+in whole seconds; ``time.monotonic`` from a fixed origin, so that rounding is the same
+on every machine),
 and ``time.sleep(s)`` costs ``s`` of lab time without waiting (a blocking
 call stalls the loop for as long as it says, the same on every machine).
 ``time.perf_counter`` stays the machine's clock. Other threads (the Jupyter
@@ -289,6 +291,12 @@ def new_loop(clock: str = DEFAULT_CLOCK) -> asyncio.AbstractEventLoop:
 
 _REAL = {name: getattr(time, name) for name in ("monotonic", "time", "sleep")}
 _lab_threads: dict[int, tuple[Any, float, float]] = {}  # thread -> (loop, monotonic, time) at start
+# What time.monotonic() reads when a lab loop starts. A fixed value, not the machine's:
+# code under test subtracts two readings (``now - sent > ACK_TIMEOUT``), and the float
+# rounding of ``origin + lab time`` depends on the origin's magnitude, so an origin
+# taken from the machine's uptime decided ties differently on each machine (measured:
+# a resend-on-timeout design counted 30, 34 or 139, 150 duplicates by machine).
+LAB_MONOTONIC_ORIGIN_S = 100_000.0
 
 
 def _lab_monotonic() -> float:
@@ -312,7 +320,9 @@ def _lab_sleep(seconds: float) -> None:
 
 def _enter_lab_time(loop: asyncio.AbstractEventLoop) -> None:
     """From now on, this thread's time.monotonic/time/sleep follow ``loop``."""
-    _lab_threads[threading.get_ident()] = (loop, _REAL["monotonic"](), _REAL["time"]())
+    # time.time() starts at the machine's time in whole seconds: every date now is in one
+    # binade of floats, where an integer origin adds no rounding of its own.
+    _lab_threads[threading.get_ident()] = (loop, LAB_MONOTONIC_ORIGIN_S, float(int(_REAL["time"]())))
     if time.monotonic is not _lab_monotonic:  # installed once, for good: other threads see no change
         time.monotonic, time.time, time.sleep = _lab_monotonic, _lab_time, _lab_sleep
 
