@@ -1,8 +1,10 @@
-"""Each fault of the FaultProxy, observed on real sockets through real websockets."""
+"""Each fault of the FaultProxy, observed on real sockets through real websockets
+(the idle timeout in virtual lab time, wslab.clock: its minutes cost milliseconds)."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 
 import pytest
@@ -10,9 +12,10 @@ from websockets.asyncio.client import connect
 from websockets.asyncio.server import serve
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidMessage
 
+from wslab.clock import in_lab_loop
 from wslab.errors import ConfigError
-from wslab.faults import (Bandwidth, BlackHole, Cut, FaultPlan, FrameFault, Latency, Refuse, Revoke,
-                          ServerRestart, SlowConsumer)
+from wslab.faults import (Bandwidth, BlackHole, Cut, FaultPlan, FrameFault, IdleTimeout, Latency,
+                          Refuse, Revoke, ServerRestart, SlowConsumer)
 from wslab.frames import FrameParser, TextContaining
 from wslab.proxy import FaultProxy
 
@@ -309,3 +312,133 @@ def test_the_plan_schedules_onsets_and_merges_restart_windows():
     assert plan.outages() == [restarts[0], cut, *restarts[1:]]
     assert plan.consumer_delay_s(1.0, "client", 0) == 0.01
     assert plan.consumer_delay_s(1.0, "server", 0) == 0
+
+
+# An idle timeout: a NAT that forgets a flow no byte crossed for idle_s (in lab time)
+
+
+async def _idle_setup(stack, faults, *, server_pings=None, handler=echo):
+    """A server behind a proxy with ``faults``, on the running lab loop; the proxy."""
+    server = await stack.enter_async_context(
+        serve(handler, "127.0.0.1", 0, compression=None, ping_interval=server_pings))
+    port = server.sockets[0].getsockname()[1]
+    return server, await stack.enter_async_context(
+        FaultProxy(upstream_port=port, plan=FaultPlan(faults), seed=1))
+
+
+def idle_events(proxy):
+    return [(t, client) for t, client, event in proxy.events if event == "idle timeout"]
+
+
+async def answered(ws, text="ping"):
+    """True when the echo of ``text`` comes back within a lab second (nothing else sent)."""
+    await ws.send(text)
+    try:
+        return await asyncio.wait_for(ws.recv(), 1) == text
+    except TimeoutError:
+        return False
+
+
+def test_idle_timeout_forgets_a_flow_idle_for_idle_s_silently_both_ways():
+    @in_lab_loop()
+    async def main():
+        async with contextlib.AsyncExitStack() as stack:
+            server, proxy = await _idle_setup(stack, [IdleTimeout(idle_s=30)])
+            ws = await stack.enter_async_context(connect(
+                f"ws://127.0.0.1:{proxy.port}/c/0", proxy=None, ping_interval=None,
+                close_timeout=1))
+            assert await answered(ws)
+            await asyncio.sleep(29.9)
+            assert await answered(ws)  # idle 29.9 s: still known, and its bytes reset the clock
+            await asyncio.sleep(29.9)
+            assert await answered(ws)
+            assert idle_events(proxy) == []
+            await asyncio.sleep(30.5)  # idle past 30 s: forgotten, exactly 30 s after its last byte
+            assert idle_events(proxy) == [(pytest.approx(2 * 29.9 + 30, abs=1e-3), 0)]
+            await ws.send("into the void")
+            with pytest.raises(TimeoutError):
+                await asyncio.wait_for(ws.recv(), 5)
+            (server_side,) = server.connections
+            await server_side.send("nor this way")
+            with pytest.raises(TimeoutError):
+                await asyncio.wait_for(ws.recv(), 5)
+            await ws.close()  # no close frame, no FIN reaches the server: it never hears of it
+            await asyncio.sleep(5)
+            assert ws.state.name == "CLOSED" and server_side.state.name == "OPEN"
+            # A new connection is a new flow.
+            fresh = await stack.enter_async_context(connect(
+                f"ws://127.0.0.1:{proxy.port}/c/1", proxy=None, ping_interval=None))
+            assert await answered(fresh)
+    run(main())
+
+
+def test_idle_timeout_keeps_a_flow_that_pings_or_data_cross_more_often():
+    async def sink(websocket):  # answers only "echo": traffic up alone, until then
+        async for message in websocket:
+            if message == "echo":
+                await websocket.send(message)
+
+    @in_lab_loop()
+    async def main():
+        async with contextlib.AsyncExitStack() as stack:
+            _, proxy = await _idle_setup(stack, [IdleTimeout(idle_s=30)], handler=sink)
+            uri = f"ws://127.0.0.1:{proxy.port}/c/"
+            client_pings = await stack.enter_async_context(connect(
+                uri + "0", proxy=None, ping_interval=20, ping_timeout=20))
+            data_up = await stack.enter_async_context(connect(uri + "1", proxy=None,
+                                                              ping_interval=None))
+            for _ in range(10):  # 200 s: a ping every 20 s on one, a message up on the other
+                await data_up.send("tick")
+                await asyncio.sleep(20)
+            assert idle_events(proxy) == []
+            assert await answered(client_pings, "echo") and await answered(data_up, "echo")
+
+        async with contextlib.AsyncExitStack() as stack:  # the server's pings keep it too
+            _, proxy = await _idle_setup(stack, [IdleTimeout(idle_s=30)], server_pings=20)
+            ws = await stack.enter_async_context(connect(
+                f"ws://127.0.0.1:{proxy.port}/c/0", proxy=None, ping_interval=None))
+            await asyncio.sleep(200)
+            assert idle_events(proxy) == [] and await answered(ws)
+    run(main())
+
+
+def test_idle_timeout_forgets_only_inside_its_window_and_for_its_clients():
+    plan = FaultPlan([IdleTimeout(idle_s=30, start_s=10, duration_s=50),
+                      IdleTimeout(idle_s=5, start_s=100, clients=frozenset({1}))])
+    assert plan.forgotten_at(0, 0) == 40  # idleness counts from the window's start
+    assert plan.forgotten_at(20, 0) == 50
+    assert plan.forgotten_at(30, 0) is None  # due at 60 s, when the window has closed
+    assert plan.forgotten_at(30, 1) == 105  # client 1's own, stricter one, from 100 s
+    assert FaultPlan().forgotten_at(0, 0) is None
+
+    @in_lab_loop()
+    async def main():  # proxy.faulty(): the block is the window, open connections included
+        async with contextlib.AsyncExitStack() as stack:
+            _, proxy = await _idle_setup(stack, [])
+            uri = f"ws://127.0.0.1:{proxy.port}/c/"
+            idle, busy = [await stack.enter_async_context(connect(uri + str(n), proxy=None,
+                                                                  ping_interval=None))
+                          for n in (0, 1)]
+            with proxy.faulty(IdleTimeout(idle_s=10)):
+                for _ in range(4):
+                    assert await answered(busy)
+                    await asyncio.sleep(4)
+            assert idle_events(proxy) == [(pytest.approx(10, abs=1e-3), 0)]
+            assert await answered(busy)
+            await asyncio.sleep(60)  # the window closed: idle now costs nothing
+            assert await answered(busy) and len(idle_events(proxy)) == 1
+            await idle.send("lost")
+            with pytest.raises(TimeoutError):  # forgotten in the window, forgotten for good
+                await asyncio.wait_for(idle.recv(), 5)
+    run(main())
+
+
+def test_idle_timeout_checks_its_values_and_describes_itself():
+    for bad in (0, -1, "30"):
+        with pytest.raises(ConfigError, match="IdleTimeout.idle_s must be seconds > 0"):
+            IdleTimeout(idle_s=bad)
+    with pytest.raises(ConfigError, match="IdleTimeout.direction must be 'both'"):
+        IdleTimeout(direction="up")
+    assert IdleTimeout(idle_s=30).describe() == "idle timeout (30 s) 0 s–end"
+    assert IdleTimeout(idle_s=350, start_s=5, duration_s=10, clients=frozenset({2})).describe() == \
+        "idle timeout (350 s) clients [2] 5 s–15 s"

@@ -6,7 +6,9 @@ asserted within a millisecond or two; independent runs go together to keep the f
 from __future__ import annotations
 
 import asyncio
+import json
 import math
+from pathlib import Path
 
 import pytest
 from matplotlib.figure import Figure
@@ -17,6 +19,8 @@ from wslab.experiments import keepalive as experiment
 
 pytestmark = pytest.mark.timeout(60)
 TICKS = 0.002  # lab seconds: a virtual-time figure is exact but for a few microsecond ticks
+SUBMISSIONS = Path(__file__).resolve().parent.parent / "data" / "submissions"
+NOTEBOOK = Path(__file__).resolve().parent.parent / "notebooks" / "06_keepalive.ipynb"
 
 
 def solution(worst_rtt_s, detect_within_s):  # the notebook's worked solution
@@ -183,3 +187,102 @@ def test_scenarios_and_designs_the_lesson_names():
     assert [(f.kind, f.start_s) for f in hole.faults] == [("black hole", 10.0)]
     design = experiment.keepalive_design(6, 3)
     assert (design.serve_options["ping_interval"], design.serve_options["ping_timeout"]) == (6, 3)
+
+
+def test_an_idle_flow_keeps_its_updates_with_20_s_pings_and_loses_them_without():
+    prompts = wslab.prompts.load("06_keepalive")
+    vague, idle = prompts.design("vague"), experiment.idle_scenario()
+
+    async def runs():
+        return await asyncio.gather(*(wslab.arun(design, idle) for design in (
+            experiment.with_keepalive(vague, None),
+            experiment.with_keepalive(vague, 20),
+            vague,  # as written: the library's defaults, 20 s on both sides
+            experiment.with_keepalive(vague, 40),
+        )))
+
+    off, every_20, as_written, every_40 = asyncio.run(runs())
+    fields = ("sent", "delivered", "lost", "rejected", "reconnects", "errors")
+    # No pings: the NAT forgets the flow 30 s after the first update (at 0 s), and the updates
+    # at 60, 120 and 180 s go into it without an error; the client hears of nothing until its
+    # own close at the end (180 s) waits out close_timeout (10 s).
+    assert experiment.forgotten_s(off) == [pytest.approx(30, abs=TICKS)]
+    assert {k: off.summary()[k] for k in fields} == dict(
+        sent=4, delivered=1, lost=3, rejected=0, reconnects=0, errors=0)
+    assert off.client_events == [(0.0, 0, "open"), (pytest.approx(190, abs=TICKS), 0, "close")]
+    assert off.task_exceptions == []  # nothing raised, handled or not
+    # A ping every 20 s, shorter than the NAT's 30 s: the flow is never forgotten.
+    assert experiment.forgotten_s(every_20) == [] and every_20.summary()["lost"] == 0
+    assert {k: as_written.summary()[k] for k in fields} == {k: every_20.summary()[k] for k in fields}
+    # A ping every 40 s, longer than 30 s: forgotten at 30 s; the ping at 40 s gets no pong, the
+    # keepalive gives up at 60 s and closes at 70 s, just as the update of 60 s is sent: lost.
+    # The new connection is forgotten at 100 s, and so on.
+    assert experiment.forgotten_s(every_40) == pytest.approx([30, 100], abs=TICKS)
+    assert (every_40.summary()["lost"], every_40.summary()["reconnects"]) == (3, 2)
+
+
+def test_idle_scenario_and_with_keepalive():
+    idle = experiment.idle_scenario()
+    (nat,) = idle.faults
+    assert (nat.kind, nat.idle_s, nat.start_s, nat.end_s) == ("idle timeout", 30, 0, 240)
+    assert [round(i / idle.workload.rate_per_s) for i in range(idle.workload.count)] == [0, 60, 120, 180]
+    assert idle.planned_s == 241 and idle.time_limit_s > idle.planned_s
+    vague = wslab.prompts.load("06_keepalive").design("vague")
+    off = experiment.with_keepalive(vague, None)
+    assert off.serve_options == {"ping_interval": None, "ping_timeout": 20}
+    assert off.name == "06_keepalive vague, pings off" and off.handler is vague.handler
+    assert experiment.with_keepalive(vague, 5, 2, name="mine").name == "mine"
+    with pytest.raises(wslab.ConfigError, match="client object"):
+        experiment.with_keepalive(wslab.get_design(SUBMISSIONS / "class_waits_close_timeout.py"), None)
+
+
+# The notebook's shape --------------------------------------------------------------
+
+def code_cells() -> list[tuple[int, str, dict]]:
+    """(index, source, metadata) of every code cell of the notebook."""
+    cells = json.loads(NOTEBOOK.read_text())["cells"]
+    return [(i, "".join(c["source"]), c["metadata"])
+            for i, c in enumerate(cells) if c["cell_type"] == "code"]
+
+
+def solution_cell(start: str) -> tuple[int, str]:
+    [(index, source)] = [(i, text) for i, text, meta in code_cells()
+                         if "solution" in meta.get("tags", []) and text.startswith(start)]
+    return index, source
+
+
+def test_the_worked_solution_above_is_the_notebooks():
+    namespace: dict = {}
+    exec(solution_cell("def choose_keepalive")[1], namespace)  # noqa: S102 (the notebook's cell)
+    for network in [(0.7, 10.0), (0.05, 2.0), (4.0, 30.0), (8.0, 9.0)]:
+        assert namespace["choose_keepalive"](*network) == solution(*network), network
+
+
+def test_the_notebooks_prompt_passes_the_review_in_its_own_words():
+    namespace: dict = {}
+    exec(solution_cell("my_prompt = ")[1], namespace)  # noqa: S102 (the notebook's own cell)
+    prompt = namespace["my_prompt"]
+    review = wslab.prompts.review_prompt(prompt, "06_keepalive")
+    assert review.passed, str(review)
+    assert prompt.strip() != wslab.prompts.load("06_keepalive").better.strip()
+
+
+def test_each_exercise_comes_before_the_cells_that_give_it_away():
+    code = code_cells()
+    first = lambda text: next(i for i, source, _ in code if text in source)  # noqa: E731
+    prompt_cell, _ = solution_cell("my_prompt = ")
+    choice_cell, _ = solution_cell("def choose_keepalive")
+    assert first('prompts.prompt("vague")') < prompt_cell < first('prompts.prompt("better")')
+    assert prompt_cell < first('prompts.code("better")')
+    for reveal in ("Connection.keepalive)", "serve_options)"):
+        assert choice_cell < first(reveal), reveal
+        [meta] = [meta for _, source, meta in code if reveal in source]
+        assert meta["jupyter"]["outputs_hidden"], reveal  # a long source, collapsed
+
+
+def test_claims_are_folded_and_only_the_checker_asserts():
+    for i, source, meta in code_cells():
+        if "wslab.claim(" in source:
+            assert meta.get("jupyter", {}).get("source_hidden"), i
+        if "assert " in source:
+            assert "check_keepalive_choice" in source, i

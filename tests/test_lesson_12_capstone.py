@@ -22,9 +22,11 @@ NOTEBOOK = Path(__file__).resolve().parent.parent / "notebooks" / "12_capstone.i
 
 
 def worked_solution():
-    """The function in the notebook's cell tagged "solution"."""
+    """The function in the notebook's cell tagged "solution" that defines it (the other
+    solution cell is the prompt exercise's)."""
     cells = json.loads(NOTEBOOK.read_text())["cells"]
-    [source] = ["".join(c["source"]) for c in cells if "solution" in c["metadata"].get("tags", [])]
+    [source] = ["".join(c["source"]) for c in cells if "solution" in c["metadata"].get("tags", [])
+                and "def my_attack(" in "".join(c["source"])]
     namespace = {"wslab": wslab}
     exec(source, namespace)  # noqa: S102 (the notebook's own solution cell)
     return namespace["my_attack"]
@@ -147,3 +149,20 @@ def test_lost_kinds_names_what_was_lost():
     assert set(kinds) == {"server push"} and sum(kinds.values()) == run.summary()["lost"] > 0
     grade = experiment.judge(run)
     assert not grade.passed and grade.failures[0].criterion.key == "no loss"
+
+
+def test_nothing_a_learner_sees_before_writing_the_attack_gives_it_away():
+    """The learner edition keeps the solution's docstring, and the markdown after the
+    checker is read before the learner's attack passes: neither names the worked attack."""
+    from wslab.learner import stub_source
+
+    cells = json.loads(NOTEBOOK.read_text())["cells"]
+    [at] = [i for i, c in enumerate(cells) if "def my_attack(" in "".join(c["source"])]
+    stub, names = stub_source("".join(cells[at]["source"]))
+    assert names == ("my_attack",)
+    checker = next(i for i in range(at + 1, len(cells)) if cells[i]["cell_type"] == "code")
+    after = "".join(cells[checker + 1]["source"])
+    assert cells[checker + 1]["cell_type"] == "markdown"
+    for text in (stub, after):
+        lowered = text.lower()
+        assert not any(word in lowered for word in ("push", "black", "nat ", "keepalive")), text

@@ -22,9 +22,11 @@ NOTEBOOK = Path(__file__).resolve().parent.parent / "notebooks" / "13_prompt_lab
 
 
 def worked_solution() -> tuple:
-    """handler and client from the notebook's cell tagged "solution"."""
+    """handler and client from the notebook's cell tagged "solution" that defines them (the
+    other solution cell is the prompt exercise's)."""
     cells = json.loads(NOTEBOOK.read_text())["cells"]
-    [source] = ["".join(c["source"]) for c in cells if "solution" in c["metadata"].get("tags", [])]
+    [source] = ["".join(c["source"]) for c in cells if "solution" in c["metadata"].get("tags", [])
+                and "def handler(" in "".join(c["source"])]
     namespace: dict = {}
     exec(source, namespace)  # noqa: S102 (the notebook's own solution cell)
     return namespace["handler"], namespace["client"]
@@ -229,3 +231,17 @@ def test_a_graded_sample_against_its_reading():
     assert "no loss" in result.missed  # 85 pushes lost in slow_consumer: no rule predicts it
     assert "revocation enforced" not in result.missed  # no tokens used: not applicable
     assert "receive-loop-no-shutdown" in result.no_consequence
+
+
+def test_the_closing_lesson_assembles_the_learners_template():
+    """The learner's own template is assembled, named by its file (never an absolute path),
+    with the lessons still missing; and three rungs are graded, the article's in the middle."""
+    cells = json.loads(NOTEBOOK.read_text())["cells"]
+    sources = ["".join(c["source"]) for c in cells]
+    [at] = [i for i, s in enumerate(sources) if s.startswith("## Your template, assembled")]
+    assembled = next(s for c, s in zip(cells[at + 1:], sources[at + 1:]) if c["cell_type"] == "code")
+    assert "template = wslab.prompts.assemble_template()" in assembled
+    assert "template.path.name" in assembled and "template.missing" in assembled
+    assert "str(template.path)" not in assembled
+    [ladder] = [s for s in sources if "await wslab.agrade(" in s and "design(\"article\")" in s]
+    assert "dataclasses.replace" in ladder and "prompts.design(\"better\")" in ladder

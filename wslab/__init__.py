@@ -14,8 +14,8 @@ from .designs import DESIGNS, get_design
 from .errors import (AuthError, ConfigError, DesignContractError, DesignHangError, RunError,
                      RunTimeoutError, TokenExpired, TokenInvalid, TokenRevoked, UnknownNameError,
                      WslabError)
-from .faults import (Bandwidth, BlackHole, Cut, Fault, FaultPlan, FrameFault, Latency,
-                     Refuse, Revoke, ServerRestart, SlowConsumer)
+from .faults import (Bandwidth, BlackHole, Cut, Fault, FaultPlan, FrameFault, IdleTimeout,
+                     Latency, Refuse, Revoke, ServerRestart, SlowConsumer)
 from .frames import Frame, TextContaining
 from .lab import arun, run
 from .ledger import Ledger
@@ -29,7 +29,7 @@ __version__ = "0.1.0"
 __all__ = [
     "AuthError", "Bandwidth", "BlackHole", "ClaimFailed", "ClientApp", "ConfigError", "Cut", "DESIGNS", "Design",
     "DesignContractError", "DesignHangError", "Fault", "FaultPlan", "FaultProxy", "Frame",
-    "FrameFault", "Latency", "Ledger", "Refuse", "Revoke", "Run", "RunError", "RunTimeoutError",
+    "FrameFault", "IdleTimeout", "Latency", "Ledger", "Refuse", "Revoke", "Run", "RunError", "RunTimeoutError",
     "SCENARIOS", "Scenario", "ServerApp", "ServerRestart", "SlowConsumer", "TextContaining", "TokenExpired", "TokenInvalid", "TokenRevoked",
     "UnknownNameError", "Workload", "WslabError", "arun", "claim", "get_design", "get_scenario", "run",
 ]

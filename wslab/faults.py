@@ -17,9 +17,14 @@ Network faults, applied by the proxy to the bytes on the wire:
 - :class:`Cut`: every open connection is reset (RST) when the window starts,
   and new connections fail while it lasts, in the cut's outage flavours.
 - :class:`BlackHole`: the proxy silently discards bytes and keeps both
-  sockets open, like a NAT or load balancer that forgot the flow. A
+  sockets open, like a middlebox that lost the flow's state (a NAT that
+  rebooted or failed over, a route that changed) while it was in use. A
   connection that was open during the window stays black-holed until it is
   closed; connections opened after the window work.
+- :class:`IdleTimeout`: a NAT or load balancer that forgets a flow no byte
+  crossed, either way, for ``idle_s``: from then on that connection is
+  black-holed as above. Any byte keeps the flow, WebSocket pings and pongs
+  included.
 - :class:`Refuse`: new connections fail (in its flavours); open ones are untouched.
 - :class:`FrameFault`: drop, delay or duplicate the WebSocket frames that
   match a predicate (for example only acknowledgements, server→client).
@@ -37,7 +42,8 @@ Faults applied by the lab:
 - :class:`Revoke`: the identity provider revokes some clients' sessions.
 
 The outages (:data:`OUTAGES`: cut, black hole, server restart) are the faults
-clients must come back from (``Run.recovery_s``).
+clients must come back from (``Run.recovery_s``). An idle timeout is not one:
+it has no moment of its own, each idle connection dies when its idleness says.
 
 Outage flavours (:data:`FLAVOURS`, lesson 03): how a new connection fails
 while a :class:`Cut`, :class:`ServerRestart` or :class:`Refuse` lasts, as a
@@ -212,9 +218,40 @@ class Cut(NewConnectionFault):
 
 @dataclass(frozen=True, kw_only=True)
 class BlackHole(Fault):
-    """Discard bytes silently and keep the sockets open (a forgotten NAT flow)."""
+    """Discard bytes silently and keep the sockets open: a middlebox that lost
+    the flow's state while it was in use (a NAT reboot or failover, a route change)."""
 
     kind: ClassVar[str] = "black hole"
+
+
+@dataclass(frozen=True, kw_only=True)
+class IdleTimeout(Fault):
+    """A NAT or load balancer that forgets a flow left idle for ``idle_s`` seconds.
+
+    While the window lasts, a connection that no byte crossed, in either
+    direction, for ``idle_s`` is forgotten: from then on, for as long as the
+    connection lives, its bytes are discarded both ways and neither side is
+    told (no FIN, no reset), as under a :class:`BlackHole`. Any byte is
+    activity, WebSocket pings and pongs included: a keepalive that pings more
+    often than every ``idle_s`` keeps the flow. Idleness counts from the
+    connection's last byte or from ``start_s``, whichever is later
+    (:meth:`FaultPlan.forgotten_at`). It watches both directions together, so
+    ``direction`` must stay ``"both"``.
+    """
+
+    kind: ClassVar[str] = "idle timeout"
+    idle_s: float = 30.0
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _check(isinstance(self.idle_s, (int, float)) and self.idle_s > 0,
+               f"IdleTimeout.idle_s must be seconds > 0, got {self.idle_s!r}")
+        _check(self.direction == "both",
+               "IdleTimeout.direction must be 'both': a byte either way keeps the flow, "
+               f"got {self.direction!r}")
+
+    def describe(self) -> str:
+        return f"idle timeout ({self.idle_s:g} s)" + super().describe().removeprefix("idle timeout")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -411,6 +448,20 @@ class FaultPlan:
                 seen.update(dict.fromkeys(f.flavours))
         return tuple(seen)
 
+    def forgotten_at(self, last_byte_s: float, client: int | None) -> float | None:
+        """When a flow of ``client`` whose last byte crossed at ``last_byte_s`` is
+        forgotten if no byte crosses it meanwhile: the earliest moment, inside an
+        :class:`IdleTimeout`'s window, at which it has been idle for that fault's
+        ``idle_s`` (counted from ``last_byte_s`` or the window's start, whichever is
+        later). None: no idle timeout ever forgets it."""
+        moments = []
+        for f in self.faults:
+            if isinstance(f, IdleTimeout) and f.applies("both", client):
+                moment = max(last_byte_s, f.start_s) + f.idle_s
+                if f.active(moment):
+                    moments.append(moment)
+        return min(moments, default=None)
+
     def consumer_delay_s(self, t: float, side: str, client: int | None) -> float:
         """Seconds the application on ``side`` of ``client`` takes per message at ``t``
         (the :class:`SlowConsumer` delays in force, added up; 0 without any)."""
@@ -451,7 +502,8 @@ class FaultPlan:
 # The faults clients must come back from: the connection is gone or dead.
 OUTAGES: tuple[type[Fault], ...] = (Cut, BlackHole, ServerRestart)
 # The faults the proxy applies to the bytes on the wire; the others are the lab's.
-NETWORK_FAULTS: tuple[type[Fault], ...] = (Latency, Bandwidth, Cut, BlackHole, Refuse, FrameFault)
+NETWORK_FAULTS: tuple[type[Fault], ...] = (Latency, Bandwidth, Cut, BlackHole, IdleTimeout, Refuse,
+                                            FrameFault)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -58,6 +58,7 @@ FAULT_COLORS = {
     "latency": "#6baed6",
     "bandwidth": "#8c6d31",
     "frame fault": "#ce6dbd",
+    "idle timeout": "#637939",
 }
 FAULT_ALPHA = 0.18
 FAULT_GID = "fault-window"  # the gid of every shaded fault window (tests find them by it)

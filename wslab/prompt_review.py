@@ -59,7 +59,7 @@ ACK = r"acknowledg|\backs?\b"
 SEQ = r"sequence|\bseq\b|message ids?\b|\bids?\b|numbered|number (each|every)"
 KEEP_UNTIL_ACK = (r"(keep|kept|stay|stays|remain|hold|held|store|until)\w*[^.;]{0,80}"
                   r"(acknowledg|\backed\b|\backs?\b)")
-RESEND = r"resend|re-send|retransmit|replay|send (them |it )?again|sent again"
+RESEND = r"resen[dt]|re-sen[dt]|retransmit|replay|send (them |it )?again|sent again"
 BOUNDED = (r"bounded|maxsize|max_size|max_queue|write_limit|at most \d|\blimit|capacity"
            r"|\bcap\b|no more than \d")
 WHEN_FULL = (r"when (it is |the queue is |they are |a queue is )?full|overflow|back-?pressure"

@@ -16,6 +16,12 @@ Guarantees:
 - Order is kept within a direction, under latency with jitter too, except for
   frames a :class:`~wslab.faults.FrameFault` delays or duplicates on purpose.
 - Every socket the proxy opened is closed by :meth:`FaultProxy.close`.
+- Under an :class:`~wslab.faults.IdleTimeout`, a connection is forgotten at
+  the moment :meth:`~wslab.faults.FaultPlan.forgotten_at` gives for its last
+  byte (a timer of the loop, so in lab time), recorded as an ``"idle
+  timeout"`` event; a byte or a FIN that reaches the proxy later than that
+  finds it forgotten. Every byte read from either socket, and the connection
+  being opened, counts as activity.
 
 The proxy decides nothing about faults: its plan does
 (:meth:`~wslab.faults.FaultPlan.network` for the bytes of a direction at a
@@ -44,7 +50,8 @@ from collections.abc import Iterator
 from typing import Any
 
 from .errors import ConfigError
-from .faults import NETWORK_FAULTS, BlackHole, Cut, Fault, FaultPlan, FrameFault, NetworkEffect
+from .faults import (NETWORK_FAULTS, BlackHole, Cut, Fault, FaultPlan, FrameFault, IdleTimeout,
+                     NetworkEffect)
 from .frames import Frame, FrameParser
 
 HOST = "127.0.0.1"
@@ -240,6 +247,7 @@ class _Side(asyncio.Protocol):
         self.incoming.src = self.transport
 
     def data_received(self, data: bytes) -> None:
+        self.conn.touch()
         self.incoming.feed(data)
 
     def eof_received(self) -> bool | None:
@@ -272,15 +280,70 @@ class ProxyConnection:
         self.closing = False
         self.closed = False
         self.connect_task: asyncio.Task | None = None
+        # IdleTimeout: when a byte last crossed, either way (lab time; kept while one watches).
+        self.last_byte_s = proxy.now()
+        self.forgotten = False
+        self.idle_due_s: float | None = None
+        self.idle_timer: asyncio.TimerHandle | None = None
+        self.watch_idle()
 
     @property
     def black_holed(self) -> bool:
         return self.up.black_holed or self.down.black_holed
 
+    def touch(self) -> None:
+        """Something (bytes, a FIN) reached the proxy from either side now: the flow
+        is in use, unless an idle timeout forgot it before (then it stays forgotten).
+        Costs nothing (not even a clock reading) while no idle timeout watches it."""
+        if self.idle_timer is None:  # none watches it, or it is forgotten already
+            return
+        now = self.proxy.now()
+        due = self.proxy.plan.forgotten_at(self.last_byte_s, self.client_id)
+        if due is not None and due <= now:
+            self.forget()
+        else:
+            self.last_byte_s = now
+
+    def watch_idle(self) -> None:
+        """(Re)arm the timer for the moment the plan forgets this flow if no byte
+        crosses it (:meth:`~wslab.faults.FaultPlan.forgotten_at`); none when never."""
+        self._stop_watching_idle()
+        if self.forgotten or self.closed:
+            return
+        due = self.proxy.plan.forgotten_at(self.last_byte_s, self.client_id)
+        if due is not None:
+            self.idle_due_s = due
+            at = self.proxy.t0 + due  # type: ignore[operator]  # t0 is set once it listens
+            self.idle_timer = asyncio.get_running_loop().call_at(at, self._idle_timer_fired)
+
+    def _idle_timer_fired(self) -> None:
+        armed_for, self.idle_timer = self.idle_due_s, None
+        due = self.proxy.plan.forgotten_at(self.last_byte_s, self.client_id)
+        if due is not None and armed_for is not None and due <= armed_for:
+            self.forget()  # no byte since the timer was armed: idle for idle_s
+        else:
+            self.watch_idle()  # a byte came, or the plan changed
+
+    def _stop_watching_idle(self) -> None:
+        if self.idle_timer is not None:
+            self.idle_timer.cancel()
+        self.idle_timer = self.idle_due_s = None
+
+    def forget(self) -> None:
+        """An idle timeout forgot the flow: from now on its bytes vanish both ways
+        and neither side hears of it (as under a black hole), until it is closed."""
+        if self.forgotten or self.closed:
+            return
+        self.forgotten = True
+        self._stop_watching_idle()
+        self.up.black_holed = self.down.black_holed = True
+        self.proxy.record(self.client_id, "idle timeout")
+
     def on_request(self, head: bytes, rest: bytes) -> None:
         """The client's handshake request is complete: decide, then connect upstream."""
         match = _PATH.match(head)
         self.client_id = int(match.group(1)) if match else None
+        self.watch_idle()  # an idle timeout may concern this client only
         proxy = self.proxy
         t = proxy.now()
         proxy.record(self.client_id, "accept")
@@ -340,6 +403,7 @@ class ProxyConnection:
         """One socket closed: close the other after what is queued for it."""
         if self.closed:
             return
+        self.touch()  # a FIN crosses the middlebox too, unless it forgot the flow
         # Through a black hole the other side never hears of it (when there is one).
         holed = self.up.black_holed if side is self.client_side else self.down.black_holed
         if holed and self.server_side is not None:
@@ -356,6 +420,7 @@ class ProxyConnection:
         if self.closed:
             return
         self.closed = True
+        self._stop_watching_idle()
         for side in (self.client_side, self.server_side):
             if side is not None and side.transport is not None and not side.transport.is_closing():
                 side.transport.close()
@@ -367,6 +432,7 @@ class ProxyConnection:
         if self.closed:
             return
         self.closed = True
+        self._stop_watching_idle()
         self.up.cancel()
         self.down.cancel()
         if self.connect_task is not None and not self.connect_task.done():
@@ -465,11 +531,16 @@ class FaultProxy:
         """What ``fault`` does when its window opens to the connections open then:
         a :class:`~wslab.faults.Cut` resets them, a :class:`~wslab.faults.BlackHole`
         swallows them. Return how many; 0 for a fault that acts only on bytes as
-        they pass (or on new connections)."""
+        they pass (or on new connections), or later: an
+        :class:`~wslab.faults.IdleTimeout` starts watching the open connections
+        (the plan must hold it already, as :meth:`faulty` sees to)."""
         if isinstance(fault, Cut):
             return self.cut(fault.clients)
         if isinstance(fault, BlackHole):
             return self.black_hole(fault.direction, fault.clients)
+        if isinstance(fault, IdleTimeout):
+            for conn in self.connections:
+                conn.watch_idle()
         return 0
 
     @contextlib.contextmanager

@@ -116,9 +116,12 @@ def _scenarios() -> dict[str, Scenario]:
             "one per 4 ms (250/s).",
             Workload(count=500, rate_per_s=1000, direction="up", size_bytes=1024),
             FaultPlan([SlowConsumer(side="server", delay_s=0.004)]), seed=4, settle_s=2.5),
+        # The flow is busy (50 messages/s) when it dies: a middlebox losing its state, not
+        # idle expiry (that is IdleTimeout, measured in lesson 06). The name is the grader's.
         Scenario(
             "idle_black_hole",
-            "A NAT silently forgets the flow at 0.5 s: bytes vanish, no socket closes.",
+            "A middlebox loses the flow's state at 0.5 s (a NAT reboot or failover, a route "
+            "change): bytes vanish both ways, no socket closes.",
             Workload(count=100, rate_per_s=50, direction="up"),
             FaultPlan([BlackHole(start_s=0.5, duration_s=0.5)]), seed=5),
         Scenario(

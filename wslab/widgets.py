@@ -78,18 +78,24 @@ class Playground:
                              progress=lambda f: setattr(self.progress, "value", f))
         except Exception as exc:
             self.progress.description, self.progress.bar_style = "failed", "danger"
-            with self.output:
-                self.output.clear_output()
-                print(f"The run failed: {exc}")
+            self.output.outputs = ({"output_type": "stream", "name": "stderr",
+                                    "text": f"The run failed: {exc}\n"},)
             raise
         finally:
             self.button.disabled = False
         self.last = run
         self.progress.description, self.progress.bar_style = "done", "success"
-        with self.output:
-            self.output.clear_output(wait=True)
-            figure = self.plot(run) if callable(self.plot) else PLOTS[self.plot](run)
-            display(figure)
-            plt.close(figure)
-            display(run)
+        figure = self.plot(run) if callable(self.plot) else PLOTS[self.plot](run)
+        # Set, not captured with `with self.output:`: after a click this runs in a task,
+        # when the button's message is over, and capture would send the plot to no cell.
+        self.output.outputs = (_display_data(figure), _display_data(run))
+        plt.close(figure)
         return run
+
+
+def _display_data(obj: Any) -> dict:
+    """``obj`` as a display_data output, formatted as a cell would show it."""
+    from IPython.core.interactiveshell import InteractiveShell
+
+    data, metadata = InteractiveShell.instance().display_formatter.format(obj)
+    return {"output_type": "display_data", "data": data, "metadata": metadata}

@@ -1,5 +1,5 @@
 """Lesson 06 (notebooks/06_keepalive.ipynb): how long a dead peer goes unnoticed,
-and when a keepalive calls a live peer dead.
+when a keepalive calls a live peer dead, and how its pings keep an idle flow open.
 
 `websockets`' keepalive is one loop per connection (``Connection.keepalive``):
 sleep ``ping_interval`` (less the last round trip), send a ping, wait up to
@@ -29,8 +29,12 @@ What this module measures, each on real connections through a
 - :func:`pings_behind_data`: the false alarm met in real life: a server that
   processes slowly stops reading its socket, so the client's ping waits
   behind the data it already sent and its pong comes late.
+- The keepalive's other job, in the full lab: :func:`idle_scenario` (a NAT
+  that forgets a flow idle for 30 s, an update a minute) for a design with
+  its pings switched off or set (:func:`with_keepalive`); :func:`forgotten_s`
+  says when the NAT forgot a connection and :func:`plot_idle` draws the runs.
 
-It also names the scenarios the lesson runs in the full lab
+It also names the other scenarios the lesson runs in the full lab
 (:func:`black_hole_scenario`, :func:`spike_scenario`) and builds the
 production design with any keepalive values (:func:`keepalive_design`).
 """
@@ -50,17 +54,21 @@ from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.protocol import State
 
+from .. import plots
 from ..clock import in_lab_loop
-from ..contract import Design
+from ..contract import ClientApp, Design
 from ..designs.production import design as production_design
-from ..faults import BlackHole, FaultPlan, Latency
+from ..errors import ConfigError
+from ..faults import BlackHole, FaultPlan, IdleTimeout, Latency
 from ..production.settings import DEFAULT, Settings
 from ..proxy import HOST, FaultProxy
+from ..run import Run
 from ..scenarios import Scenario, get_scenario
 from ..workload import Workload
 
 __all__ = [
     "LIBRARY_DEFAULTS",
+    "NAT_IDLE_S",
     "SPIKE_BEST_RTT_S",
     "SPIKE_WORST_RTT_S",
     "Detection",
@@ -68,10 +76,14 @@ __all__ = [
     "black_hole_scenario",
     "detect_dead_peer",
     "detection_sweep",
+    "forgotten_s",
+    "idle_scenario",
     "keepalive_design",
     "pings_behind_data",
     "plot_detection",
+    "plot_idle",
     "spike_scenario",
+    "with_keepalive",
 ]
 
 Phase = Literal["worst", "best"]
@@ -89,19 +101,25 @@ SPIKE_WORST_RTT_S = round(2 * (SPIKE_DELAY_S + SPIKE_JITTER_S), 6)
 SPIKE_BEST_RTT_S = round(2 * (SPIKE_DELAY_S - SPIKE_JITTER_S), 6)
 SPIKE_START_S, SPIKE_DURATION_S = 5.0, 15.0
 
+# The lab NAT's idle timeout (idle_scenario): longer than the library's 20 s ping
+# interval, far shorter than an update a minute.
+NAT_IDLE_S = 30.0
+
 
 # Scenarios and designs the lesson runs in the lab ---------------------------------
 
 def black_hole_scenario(*, start_s: float = 10.0, settle_s: float = 5.0) -> Scenario:
     """``idle_black_hole`` at a deployment's pace: an update a second for a
-    minute, the flow forgotten at ``start_s`` (for 1 s: the connections open
-    then stay dead, new ones get through), then ``settle_s`` to finish. Long
+    minute, the flow's state lost at ``start_s`` by a middlebox (a NAT that
+    rebooted or failed over: for 1 s the connections open then stay dead, new
+    ones get through), then ``settle_s`` to finish. The flow is busy when it
+    dies; :func:`idle_scenario` is the NAT that forgets idle flows. Long
     enough for the library's default keepalive (20 s, 20 s, then close_timeout
     10 s) to notice, and to lose what it sent meanwhile."""
     workload = Workload(count=60, rate_per_s=1, direction="up")
     return get_scenario("idle_black_hole").with_(
-        description=f"A NAT silently forgets the flow at {start_s:g} s: bytes vanish, "
-                    "no socket closes.",
+        description=f"A middlebox loses the flow's state at {start_s:g} s (a NAT reboot or "
+                    "failover): bytes vanish, no socket closes.",
         workload=workload,
         faults=FaultPlan([BlackHole(start_s=start_s, duration_s=1.0)]),
         settle_s=settle_s, time_limit_s=workload.production_s + settle_s + 60.0)
@@ -122,6 +140,49 @@ def spike_scenario() -> Scenario:
         faults=FaultPlan([Latency(start_s=SPIKE_START_S, duration_s=SPIKE_DURATION_S,
                                   delay_s=SPIKE_DELAY_S, jitter_s=SPIKE_JITTER_S)]),
         settle_s=2.0, time_limit_s=workload.production_s + 60.0)
+
+
+def idle_scenario(*, idle_s: float = NAT_IDLE_S, every_s: float = 60.0, updates: int = 4,
+                  settle_s: float = 1.0) -> Scenario:
+    """A client that sends ``updates`` updates, one every ``every_s`` (at 0, 60,
+    120 and 180 s by default), through a NAT that forgets a flow no byte
+    crossed for ``idle_s`` (an :class:`~wslab.faults.IdleTimeout` from 0 s
+    until the next update would be due: ``updates * every_s``, 240 s). Between
+    two updates the connection carries nothing, unless a keepalive sends
+    pings. The run goes on ``settle_s`` after the NAT's window."""
+    workload = Workload(count=updates, rate_per_s=1 / every_s, direction="up")
+    nat = IdleTimeout(idle_s=idle_s, duration_s=updates * every_s)
+    return Scenario(
+        "idle_timeout",
+        f"A NAT forgets a flow that no byte crossed for {idle_s:g} s; the client sends an "
+        f"update every {every_s:g} s.",
+        workload, FaultPlan([nat]), seed=11, settle_s=settle_s,
+        time_limit_s=nat.end_s + settle_s + 60.0)
+
+
+def with_keepalive(design: Design, ping_interval_s: float | None,
+                   ping_timeout_s: float | None = LIBRARY_DEFAULTS["ping_timeout"],
+                   name: str | None = None) -> Design:
+    """``design`` with websockets' keepalive set on both sides, whatever its code
+    says, and nothing else changed: ``ping_interval`` and ``ping_timeout`` go to
+    ``serve()`` and to every ``app.connect()`` of its client. ``ping_interval_s``
+    None switches the keepalive off (no pings at all): a common "fix" for
+    "1011 keepalive ping timeout". Only for a client written as ``async def
+    client(app)`` that connects with ``app.connect()``."""
+    if design.client_shape != "pull":
+        raise ConfigError(f"with_keepalive() needs a client written as `async def client(app)` "
+                          f"that connects with app.connect(); {design.name!r} has a client object")
+    keepalive = {"ping_interval": ping_interval_s, "ping_timeout": ping_timeout_s}
+
+    async def client(app: ClientApp) -> None:
+        connect = app.connect
+        app.connect = lambda **kwargs: connect(**{**kwargs, **keepalive})  # type: ignore[method-assign]
+        await design.client_main(app)
+
+    pings = "pings off" if ping_interval_s is None else f"ping every {ping_interval_s:g} s"
+    return replace(design, name=name or f"{design.name}, {pings}", client=client,
+                   serve_options={**design.serve_options, **keepalive},
+                   description=f"{design.description or design.name}; keepalive: {pings}")
 
 
 def keepalive_design(ping_interval_s: float, ping_timeout_s: float,
@@ -407,3 +468,24 @@ def worst_rtt_s(scenario: Scenario) -> float:
     down = max((f.delay_s + f.jitter_s for f in scenario.faults
                 if isinstance(f, Latency) and f.direction in ("down", "both")), default=0.0)
     return round(up + down, 6)
+
+
+# Idle flows -------------------------------------------------------------------------
+
+def forgotten_s(run: Run) -> list[float]:
+    """When the run's idle timeout forgot a connection (lab time, in order)."""
+    return [t for t, _, event in run.connections if event == "idle timeout"]
+
+
+def plot_idle(*runs: Run, bucket_s: float = 5.0) -> Figure:
+    """The timeline of each run (:func:`wslab.plots.timeline`, one bar per
+    ``bucket_s``), stacked on one time axis, with a dashed line where the
+    NAT forgot a connection."""
+    fig, axes = plt.subplots(len(runs), 1, sharex=True, squeeze=False, layout="constrained",
+                             figsize=(plots.PANEL_SIZE[0], 3.2 * len(runs)))
+    for run, ax in zip(runs, axes[:, 0]):
+        for k, t in enumerate(forgotten_s(run)):
+            ax.axvline(t, color="0.2", linestyle="--", linewidth=1.2,
+                       label="the NAT forgot the connection" if k == 0 else None)
+        plots.timeline(run, bucket_s=bucket_s, ax=ax)
+    return fig
