@@ -44,9 +44,33 @@ def _scenarios(args: argparse.Namespace) -> int:
     return 0
 
 
+def _pair(args: argparse.Namespace) -> Any:
+    """The design --server and --client name (see wslab.external), or None."""
+    if args.server is None and args.client is None:
+        return None
+    from .external import external_design
+
+    missing = "--client" if args.client is None else "--server" if args.server is None else None
+    if missing:
+        raise ConfigError(f"give {missing} too: a command (such as 'node client.js'), or a "
+                          "design name for wslab's Python side (such as production)")
+    return external_design(args.server, args.client, name=args.name)
+
+
+def _add_pair_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--server", metavar="CMD", help="the server as a command, in any language "
+                   "(e.g. \"node node/naive_server.js\"), or a design name: runs as a process, "
+                   "in real time (the line protocol: help(wslab.external))")
+    p.add_argument("--client", metavar="CMD", help="the client as a command, or a design name")
+    p.add_argument("--name", help="the name of the --server/--client pair on the scorecard")
+
+
 def _run(args: argparse.Namespace) -> int:
     from .lab import run
 
+    pair = _pair(args)
+    if (pair is None) == (args.design is None):
+        raise ConfigError("run what? give --design NAME, or --server CMD and --client CMD")
     options: dict[str, Any] = {}
     if args.seed is not None:
         options["seed"] = args.seed
@@ -54,7 +78,7 @@ def _run(args: argparse.Namespace) -> int:
         options["clients"] = args.clients
     if args.clock is not None:
         options["clock"] = args.clock
-    result = run(args.design, args.scenario, **options)
+    result = run(pair or args.design, args.scenario, **options)
     if args.json:
         summary = result.summary()
         summary["errors_seen"] = [f"{e.where}: {e.error}" for e in result.errors[:20]]
@@ -80,8 +104,12 @@ def _grade(args: argparse.Namespace) -> int:
     from .grading import grade
 
     scenarios = args.scenario or None
+    designs = [*args.design, *([pair] if (pair := _pair(args)) is not None else [])]
+    if not designs:
+        raise ConfigError("grade what? give a design name or file, or --server CMD and "
+                          "--client CMD")
     # Progress goes to stderr (never stdout, which scripts parse), unless asked not to.
-    result = grade(*args.design, scenarios=scenarios,
+    result = grade(*designs, scenarios=scenarios,
                    progress=not (args.json or args.quiet))
     cards = getattr(result, "cards", [result])
     if args.json:
@@ -129,16 +157,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", action="store_true", help="one JSON array")
     p.set_defaults(func=_scenarios)
     p = commands.add_parser("run", help="run one design under one scenario")
-    p.add_argument("--design", required=True, help="a design name, e.g. naive")
+    p.add_argument("--design", help="a design name, e.g. naive (or --server and --client)")
     p.add_argument("--scenario", required=True, help="a scenario name (see `scenarios`)")
     p.add_argument("--seed", type=int, help="override the scenario's seed")
     p.add_argument("--clients", type=int, help="override the number of clients (1-1000)")
     p.add_argument("--clock", choices=["virtual", "cpu", "real"],
                    help="lab time: virtual (the default), cpu (virtual + the loop's CPU time) or real")
     p.add_argument("--json", action="store_true", help="print one JSON object")
+    _add_pair_options(p)
     p.set_defaults(func=_run)
     p = commands.add_parser("grade", help="run designs through the failure scenarios and score them (exit 1 if any fails)")
-    p.add_argument("design", nargs="+", help="a design name (e.g. production) or a Python file defining handler(websocket, app) and client(app); several for a table")
+    p.add_argument("design", nargs="*", help="a design name (e.g. production), a Python file defining handler(websocket, app) and client(app), or a .toml file naming a server and a client command; several for a table")
+    _add_pair_options(p)
     p.add_argument("--scenario", action="append", metavar="NAME",
                    help="grade only this scenario (repeatable; default: all)")
     output = p.add_mutually_exclusive_group()
@@ -157,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=_bench)
     p = commands.add_parser("audit", help="read a WebSocket program for the common bugs (exit 1 if any)")
-    p.add_argument("path", help="a Python file")
+    p.add_argument("path", help="a Python file (the audit reads Python only)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=_audit)
     args = parser.parse_args(argv)

@@ -10,7 +10,10 @@ lesson that teaches the fix::
     >>> print(report.text())
 
 A clean report means none of these patterns was found, not that the code is
-correct: the lab's runs (``wslab.run``) are what measure it.
+correct: the lab's runs (``wslab.run``) are what measure it. The audit reads
+Python only: a ``.js`` (or any other non-Python) file is refused with a message
+that says so; code in another language is measured as a process
+(:mod:`wslab.external`).
 """
 
 from __future__ import annotations
@@ -696,6 +699,12 @@ def _read(path_or_source: str | os.PathLike) -> tuple[str, str]:
             return text, "<source>"
     if path.is_dir():
         raise ConfigError(f"{str(path)!r} is a directory: audit one .py file at a time")
+    if path.suffix.lower() not in ("", ".py", ".pyw", ".ipy"):
+        raise ConfigError(
+            f"{str(path)!r} is not Python: the audit reads Python only (its rules read "
+            f"Python's syntax tree), so it cannot read a {path.suffix} file. Measure the code "
+            "instead: run it as a process, python -m wslab grade --server 'node server.js' "
+            "--client 'node client.js' (help(wslab.external))")
     if not path.is_file():
         raise ConfigError(f"no such file: {str(path)!r}")
     try:

@@ -12,6 +12,8 @@ a chat assistant all fit the same contract::
 The client may instead be a class (or a factory) whose objects have
 ``start()``, ``send(message)`` and ``stop()``, the shape assistants write
 (see "A client object" below): ``Design("mine", handler=handler, client=MyClient)``.
+A server or a client in another language is a command the lab runs as a
+process, speaking a line protocol in place of ``app`` (:mod:`wslab.external`).
 
 The ``app`` objects are the applications on each side. They are where the lab
 observes, so a design needs no instrumentation of its own:

@@ -62,11 +62,20 @@ def _causes_shown(row: "ScenarioGrade") -> list[str]:
     return shown
 
 
+def _ran(card: "Scorecard") -> list["ScenarioGrade"]:
+    """The rows of the scenarios that ran (not those that cannot apply to the design)."""
+    return [row for row in card.rows if getattr(row, "not_run", None) is None]
+
+
 def _headline(card: "Scorecard") -> str:
-    passed = sum(row.passed for row in card.rows)
+    ran = _ran(card)
+    passed = sum(row.passed for row in ran)
     ok, applicable, na = card.score()
-    return (f"{passed} of {len(card.rows)} scenarios passed; {ok} of {applicable} applicable "
-            f"checks passed" + (f" ({na} not applicable)" if na else ""))
+    skipped = len(card.rows) - len(ran)
+    return (f"{passed} of {len(ran)} scenarios passed"
+            + (f" ({skipped} not applicable, not run)" if skipped else "")
+            + f"; {ok} of {applicable} applicable checks passed"
+            + (f" ({na} not applicable)" if na else ""))
 
 
 def scorecard_text(card: "Scorecard") -> str:
@@ -75,6 +84,9 @@ def scorecard_text(card: "Scorecard") -> str:
     lines = [f"{card.design}: {_headline(card)}"]
     width = max(len(row.scenario) for row in card.rows)
     for row in card.rows:
+        if getattr(row, "not_run", None) is not None:
+            lines.append(f"  N/A   {row.scenario:<{width}}  not run: {row.not_run}")
+            continue
         mark = "PASS" if row.passed else "FAIL"
         lines.append(f"  {mark}  {row.scenario:<{width}}"
                      + (f"  did not finish: {row.error}" if row.error is not None else ""))
@@ -186,6 +198,8 @@ def _markdown_cell(row: "ScenarioGrade") -> str:
     """✓ or ✗ and the failures in a few words; the checks not applicable named."""
     if row.error is not None:
         return "✗ did not finish"
+    if getattr(row, "not_run", None) is not None:
+        return "n/a (not run)"
     text = "✓" if row.passed else "✗ " + ", ".join(short_failure(c) for c in row.failures)
     na = [c.criterion.key for c in row.checks if not c.applicable]
     return text + (f" (n/a: {', '.join(na)})" if na else "")
@@ -210,8 +224,9 @@ def gradebook_markdown(cards: Iterable["Scorecard"]) -> str:
              "|" + "---|" * (len(scenarios) + 3)]
     for card in cards:
         ok, applicable, _ = card.score()
+        ran = _ran(card)
         lines.append(line([card.design, *(_markdown_cell(row) for row in card.rows),
-                           f"{sum(row.passed for row in card.rows)}/{len(card.rows)}",
+                           f"{sum(row.passed for row in ran)}/{len(ran)}",
                            f"{ok}/{applicable}"]))
     return "\n".join(lines)
 

@@ -6,6 +6,7 @@ The hierarchy::
     ├── ConfigError (ValueError)    bad input to the lab: a name, a number, a shape
     │   ├── UnknownNameError        a design or scenario name that does not exist
     │   └── DesignContractError     an object that does not fit the design contract
+    │       └── ExternalProcessError a design's process that cannot be run (wslab.external)
     ├── RunError (RuntimeError)     a run that could not finish cleanly
     │   ├── RunTimeoutError         the run passed its hard time limit
     │   └── DesignHangError         the design ignored cancellation at teardown
@@ -47,6 +48,12 @@ class UnknownNameError(ConfigError, KeyError):
 
 class DesignContractError(ConfigError, TypeError):
     """An object given as a design does not fit :class:`wslab.Design`."""
+
+
+class ExternalProcessError(DesignContractError):
+    """A design's process (:mod:`wslab.external`) that cannot be run as given: its
+    command does not start, it exits or never opens its port, or it writes a line
+    outside the line protocol. The message names the process and what it did."""
 
 
 class RunError(WslabError, RuntimeError):

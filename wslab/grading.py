@@ -21,7 +21,10 @@ Every graded run settles for :data:`GRADING_HORIZON_S` past its planned end
 while messages are in flight: a message delivered then is late (the "on
 time" check), one not delivered by then is lost. A run that does not finish
 (the design hangs at teardown, or passes the time limit) fails its scenario
-with the reason; the grader goes on with the next one.
+with the reason; the grader goes on with the next one. A design with a process
+(:mod:`wslab.external`) is graded in real time; a scenario it cannot run (more
+client processes than the lab starts) is not run, and its row says why
+(``not_run``; every check not applicable).
 
 A design given as a file is loaded by :func:`wslab.loader.load_design`, which
 explains what is wrong with a file that does not fit, and read by
@@ -39,7 +42,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import display
+from . import display, external
 from .audit import AuditReport, audit
 from .causes import Cause, causes
 from .checkers import (MAX_ATTEMPTS_PER_CLIENT, MAX_BURST_SHARE, MAX_DETECTION_S, MAX_QUEUE,
@@ -132,6 +135,7 @@ class ScenarioGrade:
     run: Run | None
     checks: list[Check]
     error: str | None = None  # why the run did not finish
+    not_run: str | None = None  # why the scenario cannot apply to the design (its checks n/a)
 
     @property
     def passed(self) -> bool:
@@ -238,6 +242,7 @@ class Scorecard:
             "checks_passed": ok, "checks_applicable": applicable, "checks_not_applicable": na,
             "scenarios": [{
                 "scenario": row.scenario, "passed": row.passed, "error": row.error,
+                "not_run": row.not_run,
                 "measured": {k: clean(v) for k, v in row.measured().items()},
                 "checks": [{"criterion": c.criterion.key, "requires": c.criterion.text,
                             "passed": c.passed, "applicable": c.applicable, "status": c.mark,
@@ -296,7 +301,10 @@ class Gradebook:
 
 def _audit_of(design: "Design", given: Any) -> AuditReport | None:
     """The audit of the design's source file, when there is one to read, named by
-    its path relative to here (never a path of this machine in a notebook)."""
+    its path relative to here (never a path of this machine in a notebook). A
+    design with a process has none: the audit reads Python only."""
+    if external.is_external(design):
+        return None
     if isinstance(given, (str, Path)) and str(given).endswith(".py"):
         path = Path(given)
     else:
@@ -316,6 +324,14 @@ async def _grade_scenario(design: "Design", scenario: Scenario,
                           progress: display.GradingProgress) -> ScenarioGrade:
     label = f"{design.name} × {scenario.name}"
     step_s = scenario.planned_s + 0.5
+    why = external.not_applicable(design, scenario)
+    if why is not None:  # not run: every check says why
+        progress.update(label, 1.0, step_s)
+        return ScenarioGrade(scenario.name, None, [
+            Check(c, None, f"not applicable: {why}", applicable=False)
+            for c in CRITERIA.get(scenario.name, [])], not_run=why)
+    if external.is_external(design):  # processes keep real time (its shorter horizon too)
+        scenario = scenario.with_(clock="real")
     try:
         run = await arun(design, _settling(scenario),
                          progress=lambda f: progress.update(label, f, step_s))

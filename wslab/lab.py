@@ -28,6 +28,9 @@ Guarantees:
   Nor is a finished run kept in memory by the loop it ran on.
 - Fault windows may come in any order and overlap: the lab itself fails
   only by a bug, and then raises :class:`~wslab.errors.RunError`.
+- A design whose server or client is a command (:mod:`wslab.external`) runs
+  them as real processes in real time, the server's restarts real ones; when
+  the run ends, however it ends, no process of theirs is left running.
 - An exception in the design is a result, not a crash: it is recorded in
   ``run.errors``, as are the exceptions of fire-and-forget tasks nobody
   awaited; every exception that ended a piece of a client's or a handler's
@@ -62,6 +65,7 @@ from .clock import clock_of, run_in_lab_loop, run_in_lab_loop_sync
 from .context import (RunContext, current_party, current_run, is_lab_task, lab_work,
                       track_tasks)
 from .contract import ClientApp, Design, ServerApp, _current_client, _Outbox
+from . import external
 from .designs import get_design
 from .errors import ConfigError, DesignHangError, RunError, RunTimeoutError, WslabError
 from .faults import Downtime, FaultPlan, Revoke
@@ -502,6 +506,7 @@ def _prepare(design: Any, scenario: Any, workload: Workload | None, faults: Any,
              time_limit_s: float | None, clock: str | None) -> tuple[Design, Scenario]:
     """The design and the scenario with the overrides applied; bad input raises here."""
     the_design = get_design(design)
+    clock = external.clock_for(the_design, clock)  # a design with a process: real time
     base = get_scenario(scenario)
     if workload is not None and not isinstance(workload, Workload):
         raise ConfigError(f"workload must be a wslab.Workload, got {workload!r}")
@@ -509,7 +514,9 @@ def _prepare(design: Any, scenario: Any, workload: Workload | None, faults: Any,
         workload=workload, faults=faults if faults is None or isinstance(faults, FaultPlan)
         else FaultPlan(faults), clients=clients, seed=seed, settle_s=settle_s,
         time_limit_s=time_limit_s, clock=clock).items() if v is not None}
-    return the_design, (base.with_(**changes) if changes else base)
+    chosen = base.with_(**changes) if changes else base
+    external.check_scenario(the_design, chosen)
+    return the_design, chosen
 
 
 def _wall_limit_s(scenario: Scenario) -> float:
@@ -673,13 +680,17 @@ async def _execute(design: Design, scenario: Scenario, ctx: RunContext,
     up = {i: _Outbox() for i in range(scenario.clients)} if workload.produces_up else {}
     down = {i: _Outbox() for i in range(scenario.clients)} if workload.produces_down else {}
     outboxes = [*up.values(), *down.values()]
-    server = LabServer(design, ctx, down)
+    processes = external.Processes(design, ctx)  # the design's processes (wslab.external), if any
+    server = processes.server(down) or LabServer(design, ctx, down)
     lags_s: list[float] = []
+    tasks_left = 0
     try:
         async with (server as server_port,
                     FaultProxy(upstream_port=server_port, plan=scenario.faults, seed=scenario.seed,
                                t0=ctx.t0) as proxy,
                     _Clients(ctx, design, proxy, scenario.clients, up) as clients):
+            # Client processes (wslab.external) start first: lab time 0 once they are ready.
+            await processes.start_clients(clients.apps, proxy, server)
             sampler = _Sampler(ctx, lambda: _sample(ctx, proxy, server, clients.apps, outboxes),
                                scenario.planned_s, progress)
             async with asyncio.TaskGroup() as lab:
@@ -694,15 +705,20 @@ async def _execute(design: Design, scenario: Scenario, ctx: RunContext,
                 nemesis = lab.create_task(_nemesis(ctx, proxy, server, scenario.clients),
                                           name="wslab nemesis")
                 lag_watch = lab.create_task(_watch_lag(lags_s), name="wslab lag monitor")
+                watch = lab.create_task(processes.watch(), name="wslab processes")
                 clients.start()
                 end_s = await _until_over(ctx, scenario, producers, sampler)
+                watch.cancel()
                 nemesis.cancel()
                 sampling.cancel()
                 lag_watch.cancel()
                 for outbox in outboxes:
                     outbox.close()
     finally:
-        tasks_left = await _cancel_leftovers(ctx)
+        try:
+            tasks_left = await _cancel_leftovers(ctx)
+        finally:  # processes that had to be killed at the end count as left running
+            tasks_left += await processes.close()
     run = Run(
         design=design.name, scenario=scenario.name, seed=scenario.seed,
         clients=scenario.clients, workload=workload, faults=scenario.faults,

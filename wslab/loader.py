@@ -93,7 +93,10 @@ def not_a_design_file(given: str) -> str:
     """The message for a file that is not Python (``notes.txt``)."""
     return (f"{given!r} is not a design: a design is a Python file (a name ending in .py) "
             "that defines handler(websocket, app) and a client, or the name of one of "
-            "wslab's designs. Put your code in a .py file and grade that.")
+            "wslab's designs. Put your code in a .py file and grade that. (A server or client "
+            "in another language runs as a process: python -m wslab grade --server 'node "
+            "server.js' --client 'node client.js', or a .toml file naming the two commands; "
+            "see help(wslab.external).)")
 
 
 def design_from_module(module: types.ModuleType, name: str, label: str) -> Design:

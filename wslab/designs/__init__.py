@@ -17,10 +17,15 @@ DESIGNS: dict[str, Design] = {
 def get_design(design: "str | Path | Design | object") -> Design:
     """A design by name (see :data:`DESIGNS`), a :class:`Design`, a Python file
     (a :class:`~pathlib.Path` or a name ending in ``.py``; see
-    :func:`wslab.loader.load_design`), or any object (a module, say) with
+    :func:`wslab.loader.load_design`), a ``.toml`` file naming a server and a
+    client command (:func:`wslab.external.load_design_file`), or any object (a module, say) with
     ``handler`` and ``client`` attributes."""
     if isinstance(design, Design):
         return design
+    if isinstance(design, (str, Path)) and str(design).endswith(".toml"):  # commands: processes
+        from ..external import load_design_file
+
+        return load_design_file(design)
     if isinstance(design, Path) or (isinstance(design, str) and design.endswith(".py")):
         return load_design(design)
     if isinstance(design, str):
