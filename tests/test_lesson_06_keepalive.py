@@ -258,15 +258,6 @@ def test_the_worked_solution_above_is_the_notebooks():
         assert namespace["choose_keepalive"](*network) == solution(*network), network
 
 
-def test_the_notebooks_prompt_passes_the_review_in_its_own_words():
-    namespace: dict = {}
-    exec(solution_cell("my_prompt = ")[1], namespace)  # noqa: S102 (the notebook's own cell)
-    prompt = namespace["my_prompt"]
-    review = wslab.prompts.review_prompt(prompt, "06_keepalive")
-    assert review.passed, str(review)
-    assert prompt.strip() != wslab.prompts.load("06_keepalive").better.strip()
-
-
 def test_each_exercise_comes_before_the_cells_that_give_it_away():
     code = code_cells()
     first = lambda text: next(i for i, source, _ in code if text in source)  # noqa: E731

@@ -212,17 +212,6 @@ def code_cells() -> list[tuple[int, str, list[str]]]:
             for i, c in enumerate(cells) if c["cell_type"] == "code"]
 
 
-def test_the_notebooks_prompt_passes_the_review_in_its_own_words():
-    [source] = [text for _, text, tags in code_cells()
-                if "solution" in tags and text.startswith("my_prompt = ")]
-    namespace: dict = {}
-    exec(source, namespace)  # noqa: S102 (the notebook's own solution cell)
-    prompt = namespace["my_prompt"]
-    review = wslab.prompts.review_prompt(prompt, LESSON)
-    assert review.passed, str(review)
-    assert prompt.strip() != wslab.prompts.load(LESSON).better.strip()
-
-
 def test_the_exercise_comes_before_every_source_that_solves_it():
     code = code_cells()
     first = lambda text: next(i for i, source, _ in code if text in source)  # noqa: E731
