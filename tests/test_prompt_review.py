@@ -181,3 +181,15 @@ def test_grade_answer_grades_pasted_code_beside_the_lessons_prompts():
     assert list(cards) == ["vague prompt", "better prompt", "your answer"]
     # the same code as the better prompt's, so the same verdict
     assert cards["your answer"].passed == cards["better prompt"].passed
+
+
+@pytest.mark.parametrize("notebook", sorted((ROOT / "notebooks").glob("*.ipynb")), ids=lambda p: p.stem)
+def test_a_rendered_lesson_shows_no_assertion_and_no_nbval_marker(notebook):
+    # Checks live in folded cells (wslab.claim), output checks in cell tags; the one
+    # visible assert allowed is an exercise checker's `assert verdict`.
+    for i, cell in enumerate(json.loads(notebook.read_text())["cells"]):
+        if cell["cell_type"] != "code" or cell["metadata"].get("jupyter", {}).get("source_hidden"):
+            continue
+        for line in "".join(cell["source"]).splitlines():
+            assert "NBVAL" not in line, (i, line)
+            assert not line.lstrip().startswith("assert ") or line.strip() == "assert verdict", (i, line)
