@@ -30,6 +30,7 @@ TRANSITIONS = [
     ("open:\nreceive · process · send", "disconnected", "close, reset,\nping timeout"),
     ("disconnected", "back off", "wait"),
     ("back off", "connect", "retry"),
+    ("connect", "back off", "connect\nfailed"),
     ("open:\nreceive · process · send", "shut down", "stop"),
 ]
 
@@ -101,7 +102,7 @@ def lifecycle_diagram() -> Figure:
         ax.text(mx, my + 0.12, label, ha="center", va="bottom", fontsize=8, color="#333333")
     where = {
         "connect": (0.0, 2.55, "reconnect storm"),
-        "authenticate": (2.6, 2.55, "token expired / revoked"),
+        "authenticate": (2.6, 2.55, "token expired / revoked\n(refused: stop, no retry)"),
         "open:\nreceive · process · send": (5.6, 2.75,
                                             "slow consumer · producer too fast · black hole\n"
                                             "latency spike · lost acknowledgement"),
