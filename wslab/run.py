@@ -129,8 +129,9 @@ class Run:
     duration_s: float = 0.0  # lab seconds, from the start to the end of teardown
     wall_s: float = 0.0  # real seconds the run took (depends on the machine)
     end_s: float = 0.0
-    # The scenario's planned end (its settle window's end): a message first
-    # delivered after it is late. A run may go on past it, while messages are in
+    # The scenario's planned end (its settle window's end; in real time stretched,
+    # Scenario.late_after_s): a message first delivered after it is late. A run
+    # may go on past it, while messages are in
     # flight, up to its horizon (``Scenario.horizon_s``).
     planned_end_s: float = math.inf
     # How the design used the lab's identity provider (lesson 09): tokens it asked
