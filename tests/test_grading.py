@@ -2,6 +2,7 @@
 should, a file that does not fit gets a clear message, the CLI exits 0/1/2."""
 
 import asyncio
+import dataclasses
 import json
 import subprocess
 import sys
@@ -144,7 +145,7 @@ def test_scorecard_table_json_and_grid(capsys):
                  progress=True)
     assert "naive × slow_consumer" in capsys.readouterr().err  # the terminal progress bar
     assert isinstance(book, Gradebook) and not book.passed
-    naive = book["naive"]
+    naive, production = book["naive"], book["production"]
     assert naive.failed == ["network_interruption", "slow_consumer"]
     assert "04_durability" in naive.text() and "FAIL" in naive.text()
     assert "pass    in order: 0 out of order" in naive.text()  # every check is listed
@@ -164,6 +165,14 @@ def test_scorecard_table_json_and_grid(capsys):
     colors = [tuple(round(x, 2) for x in p.get_facecolor()[:3]) for p in cells]
     assert colors[0] != colors[2]  # naive failed where production passed
     assert "<table>" in book._repr_html_()
+    # a scenario that cannot apply (200 client processes) is grey and says so, not green
+    row = production.rows[1]
+    production.rows[1] = dataclasses.replace(row, not_run="200 client processes", checks=[])
+    figure = book.plot()
+    grid = figure.axes[0]
+    grey = tuple(round(x, 2) for x in grid.patches[3].get_facecolor()[:3])
+    assert grey not in colors and "not run" in [t.get_text() for t in grid.texts]
+    assert "1/1 passed" in [t.get_text().split("\n")[1] for t in grid.get_yticklabels()]
 
 
 def test_bad_input_to_grade():

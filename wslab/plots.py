@@ -546,12 +546,15 @@ def compare(before: Run, after: Run, *, kind: CompareKind = "timeline",
 
 PASS_COLOR = "#cfe8d5"
 FAIL_COLOR = "#f6c9c9"
+NOT_RUN_COLOR = "#e6e6e6"
 
 
 def _short_verdict(row: Any) -> str:
-    """What a grid cell says: 'pass', or the first failure's measurement, shortened."""
+    """What a grid cell says: 'pass', 'not run', or the first failure's measurement, shortened."""
     if row.error is not None:
         return "did not\nfinish"
+    if getattr(row, "not_run", None):
+        return "not run"
     if row.passed:
         return "pass"
     first = row.failures[0]
@@ -562,7 +565,8 @@ def _short_verdict(row: Any) -> str:
 def scorecard(book: Any) -> Figure:
     """The designs × scenarios grid of a :class:`~wslab.grading.Gradebook` (or
     one :class:`~wslab.grading.Scorecard`): green cells passed, red cells failed,
-    each red cell naming its first failed criterion and the measured value.
+    each red cell naming its first failed criterion and the measured value; grey
+    cells were not run (a scenario that cannot apply, such as 200 client processes).
 
     Introduced in notebooks/02_failure_modes.ipynb.
     """
@@ -572,8 +576,9 @@ def scorecard(book: Any) -> Figure:
                            layout="constrained")
     for i, card in enumerate(cards):
         for j, row in enumerate(card.rows):
-            ax.add_patch(plt.Rectangle((j, i), 1, 1, facecolor=PASS_COLOR if row.passed
-                                       else FAIL_COLOR, edgecolor="white", linewidth=2))
+            color = (NOT_RUN_COLOR if getattr(row, "not_run", None)
+                     else PASS_COLOR if row.passed else FAIL_COLOR)
+            ax.add_patch(plt.Rectangle((j, i), 1, 1, facecolor=color, edgecolor="white", linewidth=2))
             ax.text(j + 0.5, i + 0.5, _short_verdict(row), ha="center", va="center",
                     fontsize=7, wrap=True)
     ax.set_xlim(0, len(scenarios))
@@ -581,7 +586,8 @@ def scorecard(book: Any) -> Figure:
     ax.set_xticks([j + 0.5 for j in range(len(scenarios))],
                   [s.replace("_", "\n") for s in scenarios], fontsize=8)
     ax.set_yticks([i + 0.5 for i in range(len(cards))],
-                  [f"{c.design}\n{sum(r.passed for r in c.rows)}/{len(c.rows)} passed"
+                  [f"{c.design}\n{sum(r.passed and not getattr(r, 'not_run', None) for r in c.rows)}"
+                   f"/{sum(not getattr(r, 'not_run', None) for r in c.rows)} passed"
                    for c in cards], fontsize=9)
     ax.xaxis.tick_top()
     ax.tick_params(length=0)
