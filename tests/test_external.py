@@ -10,6 +10,7 @@ tests skip, saying what to install, where Node.js 18+ or node/node_modules is mi
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import shlex
@@ -25,44 +26,17 @@ import pytest
 
 import wslab
 from wslab.errors import ConfigError, DesignContractError, ExternalProcessError
-from wslab.external import (MAX_CLIENT_PROCESSES, ProtocolError, external_design,
-                            group_members, load_design_file, parse_line)
+from wslab.external import (MAX_CLIENT_PROCESSES, NODE_DIR, ProtocolError, external_design,
+                            group_members, load_design_file, node_pair, parse_line, why_no_node)
+from wslab.experiments.nodejs import outcomes, stored_gradebook
 
 ROOT = Path(__file__).resolve().parent.parent
-NODE_DIR = ROOT / "node"
 PY = shlex.quote(sys.executable)
 BAD_INPUT_S = 5.0  # the issue's bound: a clear error within 5 s, nothing left running
 
 
-def _node_version() -> int | None:
-    try:
-        out = subprocess.run(["node", "--version"], capture_output=True, text=True, timeout=20)
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    try:
-        return int(out.stdout.strip().lstrip("v").split(".")[0])
-    except ValueError:
-        return None
-
-
-def _why_no_node() -> str | None:
-    version = _node_version()
-    if version is None or version < 18:
-        return ("Node.js 18 or later is not installed" + (f" (found {version})" if version else "")
-                + ": install it (https://nodejs.org, or the system's nodejs package), then "
-                "`make test` installs the Node designs' dependencies (npm ci in node/)")
-    if not (NODE_DIR / "node_modules" / "ws").is_dir():
-        return "node/node_modules is missing: run `make test` (or `cd node && npm ci`)"
-    return None
-
-
-WHY_NO_NODE = _why_no_node()
+WHY_NO_NODE = why_no_node()
 needs_node = pytest.mark.skipif(WHY_NO_NODE is not None, reason=WHY_NO_NODE or "")
-
-
-def node_pair(kind: str, **options):
-    return external_design(f"node {kind}_server.js", f"node {kind}_client.js", cwd=NODE_DIR,
-                           name=f"node_{kind}", **options)
 
 
 def running_with(marker: str) -> list[int]:
@@ -157,6 +131,7 @@ def test_node_missing_says_what_to_install(monkeypatch):
     monkeypatch.setenv("PATH", "/nonexistent")
     with pytest.raises(DesignContractError, match="install Node.js 18 or later"):
         external_design("node server.js", "production")
+    assert "install Node.js 18 or later" in why_no_node()
 
 
 @pytest.mark.timeout(10)
@@ -342,6 +317,8 @@ def test_cli_grades_the_node_naive_pair_failing_where_the_python_naive_fails():
     python_naive = set(wslab.grade("naive", progress=False).failed)
     assert failed == python_naive - not_run
     assert card["passed"] is False
+    # lesson 14 shows the stored gradebook: each scenario passes or fails as stored
+    assert outcomes(card) == outcomes(stored_gradebook()["node_naive"])
 
 
 @needs_node
@@ -354,3 +331,54 @@ def test_cli_grades_the_node_production_pair_passing_every_applicable_check():
     for row in card["scenarios"]:
         if not row["not_run"]:
             assert row["measured"]["lost"] == 0 and row["measured"]["duplicated"] == 0
+    assert outcomes(card) == outcomes(stored_gradebook()["node_production"])
+
+
+HEARTBEAT = """
+module.exports = function heartbeat(wss) {
+  wss.on('connection', (ws) => { ws.isAlive = true; ws.on('pong', () => { ws.isAlive = true; }); });
+  const timer = setInterval(() => {
+    for (const ws of wss.clients) {
+      if (!ws.isAlive) { ws.terminate(); continue; }
+      ws.isAlive = false;
+      ws.ping();
+    }
+  }, 1000);
+  wss.on('close', () => clearInterval(timer));
+};
+"""
+HEARTBEAT_MISTAKES = {
+    "close() waits for a dead peer": (HEARTBEAT.replace("ws.terminate()", "ws.close()"),
+                                      "close() is not enough"),
+    "an interval shorter than a slow pong": (HEARTBEAT.replace("1000", "150"),
+                                             "the slow peer was alive"),
+    "a timer left running": (HEARTBEAT.replace("wss.on('close', () => clearInterval(timer));", ""),
+                             "clearInterval"),
+    "too slow for the bound": (HEARTBEAT.replace("1000", "2500"), "the bound is 3 s"),
+    "a syntax error": (HEARTBEAT.replace("function heartbeat", "functio heartbeat"),
+                       "SyntaxError"),
+}
+
+
+@needs_node
+@pytest.mark.timeout(120)
+def test_lesson_14s_heartbeat_checker_passes_the_idiom_and_names_each_mistake():
+    from wslab.exercises.nodejs import check_heartbeat
+
+    async def check_all():
+        return await asyncio.gather(check_heartbeat(HEARTBEAT),
+                                    *(check_heartbeat(source) for source, _ in HEARTBEAT_MISTAKES.values()))
+
+    good, *verdicts = asyncio.run(check_all())
+    assert good, good
+    for (name, (_, hint)), verdict in zip(HEARTBEAT_MISTAKES.items(), verdicts):
+        assert not verdict and hint in verdict.message, (name, verdict)
+        assert "/tmp" not in verdict.message  # the learner's file is named, not a temporary path
+    assert not running_with("heartbeat_check.js")
+
+
+def test_the_heartbeat_checker_says_what_to_give_it():
+    from wslab.exercises.nodejs import check_heartbeat
+
+    verdict = asyncio.run(check_heartbeat("print('not a module')"))
+    assert not verdict and "module.exports" in verdict.message

@@ -46,6 +46,7 @@ LESSONS: dict[str, Lesson] = {lesson.number: lesson for lesson in [
     Lesson("11", "observability", "Observability: logs and metrics"),
     Lesson("12", "capstone", "Capstone: the production service"),
     Lesson("13", "prompt_lab", "Prompt lab: bring your own code"),
+    Lesson("14", "nodejs", "The same prompts in Node.js (ws)"),
 ]}
 
 

@@ -131,6 +131,7 @@ import shlex
 import shutil
 import signal
 import socket
+import subprocess
 import tempfile
 import tomllib
 from collections import deque
@@ -262,6 +263,37 @@ def encode(op: str, **fields: Any) -> bytes:
 # Commands and designs ---------------------------------------------------------------
 
 NODE_HINT = "install Node.js 18 or later (https://nodejs.org, or your system's nodejs package)"
+NODE_DIR = Path(__file__).resolve().parent.parent / "node"  # the course's Node.js designs
+
+
+def node_version() -> int | None:
+    """The major version of the ``node`` on this machine's PATH, or None."""
+    if shutil.which("node") is None:
+        return None
+    try:
+        out = subprocess.run(["node", "--version"], capture_output=True, text=True, timeout=20)
+        return int(out.stdout.strip().lstrip("v").split(".")[0])
+    except (OSError, subprocess.TimeoutExpired, ValueError):
+        return None
+
+
+def why_no_node() -> str | None:
+    """None when the course's Node.js designs can run here; else what is missing
+    and what to install, in one sentence."""
+    version = node_version()
+    if version is None or version < 18:
+        found = f" (found Node.js {version})" if version else ""
+        return (f"Node.js 18 or later is not installed{found}: {NODE_HINT}, then run `make lab` "
+                "or `make test`, which install the Node designs' dependencies (npm ci in node/)")
+    if not (NODE_DIR / "node_modules" / "ws").is_dir():
+        return "node/node_modules is missing: run `make lab` or `make test` (or `cd node && npm ci`)"
+    return None
+
+
+def node_pair(kind: str, **options: Any) -> "ExternalDesign":
+    """The course's Node.js pair ``kind`` (``"naive"`` or ``"production"``) as a design."""
+    return external_design(f"node {kind}_server.js", f"node {kind}_client.js", cwd=NODE_DIR,
+                           name=f"node_{kind}", **options)
 
 
 @dataclass(frozen=True)

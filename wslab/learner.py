@@ -88,8 +88,9 @@ def stub_source(source: str) -> tuple[str, tuple[str, ...]]:
     if not names:
         raise ValueError("a solution cell must define at least one function, class or prompt")
     text = ast.unparse(ast.Module(body=kept, type_ignores=[])) + "\n"
-    for name in names:  # a prompt to write: say so where it goes
-        text = text.replace(f"{name} = ''\n", f"{name} = ''  # write your prompt here, in triple quotes\n")
+    for name in names:  # a text to write (a prompt, a module's source): say so where it goes
+        what = "your prompt" if "prompt" in name.lower() else "it"
+        text = text.replace(f"{name} = ''\n", f"{name} = ''  # write {what} here, in triple quotes\n")
     return text, tuple(names)
 
 

@@ -255,6 +255,27 @@ LESSON_REQUIREMENTS: dict[str, tuple[Requirement, ...]] = {
         _req("logs and metrics", LOGS, METRICS,
              hint="Ask for structured logging and connection metrics."),
     ),
+    "14_nodejs": (
+        _req("Node.js and ws, with versions", r"node(\.js)? ?\d+", r"\bws\b ?\d+|\bws\b (library|8)",
+             hint="Name the runtime and the library with their versions (Node.js 22, ws 8): the "
+                  "idioms differ between libraries and versions."),
+        _req("a heartbeat that terminates dead peers", PING, r"terminat|isalive|dead",
+             hint="Ask for a server heartbeat: ping every interval, terminate() a connection that "
+                  "missed the previous pong, the interval derived from your numbers (ws pings "
+                  "nothing by itself)."),
+        _req("backpressure from bufferedAmount", r"bufferedamount|backpressure|buffered",
+             hint="Ask for backpressure: check ws.bufferedAmount before sending, with a limit per "
+                  "connection (ws.send never refuses; it buffers without bound)."),
+        _req("reconnection with backoff", RECONNECT, BACKOFF,
+             hint="Ask the client to reconnect with exponential backoff and jitter: ws has no "
+                  "reconnection of its own."),
+        _req("acknowledgements and de-duplication", ACK, DEDUP,
+             hint="Ask for acknowledged messages, resent after a reconnect and de-duplicated by "
+                  "the receiver (queue durability)."),
+        _req("a graceful restart", SHUTDOWN + r"|restart|deploy",
+             hint="Say what a restart does: on SIGTERM stop accepting, close with 1001, wait a "
+                  "bounded time, exit."),
+    ),
 }
 
 _NUMBER = (r"(?:\d[\d,.]*|one|two|three|four|five|six|seven|eight|nine|ten|twenty|thirty|fifty"
@@ -441,7 +462,7 @@ def assemble_template() -> Template:
     ``template.md`` in :func:`prompts_dir`. Lessons without a kept section are
     listed in ``missing``; nothing is invented for them."""
     folder = prompts_dir()
-    lessons = [name for name in LESSON_REQUIREMENTS if name != "13_prompt_lab"]
+    lessons = [name for name in LESSON_REQUIREMENTS if name < "13"]  # 01 to 12
     sections = {name: (folder / f"{name}.md").read_text(encoding="utf-8")
                 for name in lessons if (folder / f"{name}.md").is_file()}
     template = Template(sections, tuple(n for n in lessons if n not in sections),
