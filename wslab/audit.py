@@ -40,7 +40,7 @@ _LESSON_OF_RULE = {
     "unbounded-queue": "05", "no-keepalive-settings": "06", "keepalive-disabled": "06",
     "no-reconnection": "03", "reconnect-without-backoff": "03", "reconnect-without-jitter": "03",
     "outdated-handler-signature": "01", "gather-without-cancel": "07",
-    "asyncio-run-in-notebook": "00", "shared-mutable-state": "10",
+    "asyncio-run-in-notebook": "00", "shared-mutable-state": "07",
     "print-instead-of-logging": "11",
 }
 # rule id -> the notebook that teaches the fix
