@@ -143,7 +143,7 @@ def test_a_cancelled_task_is_no_cause_and_one_that_swallows_its_cancellation_is(
     assert failure.work.endswith("swallows") and failure.swallowed_cancel
     assert failure.where.line == line_of(cancelling_client, "the line of the swallowing task")
     [cause] = causes(run)
-    assert cause.lesson == "08" and "returned after it was cancelled" in cause.advice
+    assert cause.lesson == "08b" and "returned after it was cancelled" in cause.advice
 
 
 # Work the design starts again has recovered -----------------------------------

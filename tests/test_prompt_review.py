@@ -142,7 +142,7 @@ def test_the_template_assembles_kept_sections_in_lesson_order(tmp_path, monkeypa
     text = template.path.read_text()
     assert text.index("## 03 · reconnection") < text.index("## 05 · backpressure")
     assert "exponential backoff" in text and "04_durability" in template.missing
-    assert "13_prompt_lab" not in template.missing and len(template.missing) == 10
+    assert "13_prompt_lab" not in template.missing and len(template.missing) == 11  # 01-12 and 08b, less 03
 
 
 def test_the_learner_edition_blanks_a_prompt():

@@ -95,7 +95,7 @@ FIXES: list[Fix] = [
     Fix("cancellation swallowed", "any", lambda f, _: f.swallowed_cancel,
         "{work} returned after it was cancelled: it caught CancelledError and did not re-raise "
         "it, so whoever cancelled it cannot tell it stopped; clean up in `finally` (or re-raise "
-        "CancelledError after cleaning up)", "08"),
+        "CancelledError after cleaning up)", "08b"),
     Fix("session revoked", "client", lambda f, _: _auth(f) and _revoked(f),
         "the session was revoked ({kind}) and that ended the {work}: treat a revocation "
         "(TokenRevoked, close code 4403) as final: stop retrying and refuse what can no longer "

@@ -40,7 +40,8 @@ LESSONS: dict[str, Lesson] = {lesson.number: lesson for lesson in [
     Lesson("05", "backpressure", "Backpressure and bounded queues"),
     Lesson("06", "keepalive", "Keepalive: noticing a dead peer"),
     Lesson("07", "reading_and_writing", "Separate reading and writing"),
-    Lesson("08", "shutdown", "Graceful shutdown and cancellation"),
+    Lesson("08", "shutdown", "Graceful shutdown"),
+    Lesson("08b", "cancellation", "Cancellation: a stop that hangs, a channel that ends"),
     Lesson("09", "expiring_auth", "Authentication that expires"),
     Lesson("10", "ordering", "Ordering and duplicates"),
     Lesson("11", "observability", "Observability: logs and metrics"),
@@ -51,8 +52,8 @@ LESSONS: dict[str, Lesson] = {lesson.number: lesson for lesson in [
 
 
 def lesson(number: str) -> Lesson:
-    """The lesson numbered ``number`` (``"03"`` or ``3``)."""
-    key = f"{int(number):02d}"
+    """The lesson numbered ``number`` (``"03"``, ``3`` or ``"08b"``)."""
+    key = number if isinstance(number, str) and number in LESSONS else f"{int(number):02d}"
     if key not in LESSONS:
         raise KeyError(f"no lesson {number!r}; lessons are {', '.join(LESSONS)}")
     return LESSONS[key]

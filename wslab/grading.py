@@ -156,8 +156,8 @@ class ScenarioGrade:
     def lessons(self) -> list[str]:
         """The lessons that teach the fixes, each once: those of the measured causes
         first (what ended the design's work), then those of the failed checks."""
-        if self.error is not None:
-            return [str(lesson("08"))]
+        if self.error is not None:  # did not finish: a task that would not end (lesson 08b)
+            return [str(lesson("08b"))]
         return list(dict.fromkeys([*(str(lesson(c.lesson)) for c in self.causes),
                                    *(c.lesson for c in self.failures)]))
 

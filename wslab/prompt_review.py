@@ -189,6 +189,20 @@ LESSON_REQUIREMENTS: dict[str, tuple[Requirement, ...]] = {
              hint="Give the stop a deadline: wait a bounded time for acknowledgements, then close "
                   "(1000/1001) and report what is left."),
     ),
+    "08b_cancellation": (
+        _req("cancellation let through", r"cancel",
+             r"re-?rais|propagat|never (be )?swallow|not swallow|let [^.;]{0,30}through|baseexception|bare except",
+             hint="Say that a cancellation must never be swallowed: catch Exception, not everything, "
+                  "and re-raise CancelledError after any cleanup."),
+        _req("errors skipped, the worker goes on", r"skip|log(ged|s)? (it|the error|and)|go(es)? on|continu|keep (running|going)",
+             hint="Say what a message that fails to process does: logged and skipped, and the worker "
+                  "goes on (catching Exception around one message)."),
+        _req("every task owned", r"taskgroup|task group|owned|structured|cancel(led)? and awaited|outlive",
+             hint="Ask that every task belongs to a TaskGroup (or is kept, cancelled and awaited), so "
+                  "none outlives its connection."),
+        _req("a bound on the stop", r"deadline|bounded|time ?out|within \d|at most \d",
+             hint="Give the stop a deadline: every task ends within a stated time of a shutdown."),
+    ),
     "09_expiring_auth": (
         _req("tokens that expire", r"expir|lifetime|\blive|\bttl\b|valid for",
              hint="Say that access tokens expire, with their lifetime."),
