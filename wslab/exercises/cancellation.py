@@ -31,6 +31,30 @@ class _Bad(ValueError):
     """What ``process`` raises for the bad item."""
 
 
+class _Yield:
+    def __await__(self):  # type: ignore[no-untyped-def]
+        yield
+
+
+class _Inbox(asyncio.Queue):
+    """An ``asyncio.Queue`` safe to hand a worker that catches everything.
+
+    A worker with a bare ``except:`` catches even the ``GeneratorExit`` that the
+    garbage collector throws into it when its loop is gone. It then calls
+    ``get()`` again, which an ``asyncio.Queue`` answers at once with a
+    RuntimeError (no running loop), which it catches too: a busy loop that
+    never ends, in whatever thread collects it. This ``get()`` yields instead,
+    so Python gives up on the coroutine ("ignored GeneratorExit") and it ends.
+    """
+
+    async def get(self):  # type: ignore[no-untyped-def]
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            await _Yield()
+        return await super().get()
+
+
 async def _check(resilient_worker: Callable) -> Verdict:
     done: list = []
     slow = asyncio.Event()
@@ -43,13 +67,10 @@ async def _check(resilient_worker: Callable) -> Verdict:
             await asyncio.sleep(3600)
         done.append(item)
 
-    inbox: asyncio.Queue = asyncio.Queue()
+    inbox: asyncio.Queue = _Inbox()
     for item in ITEMS:
         inbox.put_nowait(item)
-    try:
-        worker = asyncio.ensure_future(resilient_worker(inbox, process))
-    except Exception as exc:
-        return Verdict(False, describe_error(exc))
+    worker = asyncio.ensure_future(resilient_worker(inbox, process))
     try:
         async with asyncio.timeout(WAIT_S):
             while done != [1, 2, 3] and not worker.done():
@@ -68,31 +89,41 @@ async def _check(resilient_worker: Callable) -> Verdict:
     if done != [1, 2, 3]:
         return Verdict(False, f"after {WAIT_S:g} s the worker had processed {done} of 1, 2, 3 "
                               f"(the bad one skipped): it must take every item, in order")
-    for moment in ("waiting for the next item", "processing an item"):
-        if moment == "processing an item":
-            worker = asyncio.ensure_future(resilient_worker(inbox, process))
-            inbox.put_nowait("slow")
-            async with asyncio.timeout(WAIT_S):
-                await slow.wait()
-        else:
-            await asyncio.sleep(0.01)
+    await asyncio.sleep(0.01)  # the worker waits for the next item
+    if (verdict := await _cancelled(worker, "waiting for the next item")) is not None:
+        return verdict
+    worker = asyncio.ensure_future(resilient_worker(inbox, process))
+    inbox.put_nowait("slow")
+    try:
+        async with asyncio.timeout(WAIT_S):
+            await slow.wait()
+    except TimeoutError:
         worker.cancel()
-        try:
-            async with asyncio.timeout(WAIT_S):
-                await asyncio.wait([worker])
-        except TimeoutError:
-            return Verdict(False, f"cancelled while {moment}, the worker went on: it caught the "
-                                  f"CancelledError (a bare except:, except BaseException, or except "
-                                  f"CancelledError that does not re-raise). Catch Exception, which a "
-                                  f"cancellation is not")
-        if not worker.cancelled():
-            error = worker.exception()
-            how = f"raised {type(error).__name__}" if error else "returned normally"
-            return Verdict(False, f"cancelled while {moment}, the worker {how} instead of letting "
-                                  f"the CancelledError through: whoever cancelled it cannot tell it "
-                                  f"stopped. Clean up in finally, or re-raise it")
+        return Verdict(False, "started again, the worker did not take the next item from inbox")
+    if (verdict := await _cancelled(worker, "processing an item")) is not None:
+        return verdict
     return Verdict(True, "errors skipped (1, 2, 3 processed, the bad one logged), and a cancellation "
                          "ends it, whether it waits for an item or processes one")
+
+
+async def _cancelled(worker: asyncio.Future, moment: str) -> Verdict | None:
+    """Cancel ``worker``: None if the cancellation ended it, else the hint."""
+    worker.cancel()
+    try:
+        async with asyncio.timeout(WAIT_S):
+            await asyncio.wait([worker])
+    except TimeoutError:
+        return Verdict(False, f"cancelled while {moment}, the worker went on: it caught the "
+                              f"CancelledError (a bare except:, except BaseException, or except "
+                              f"CancelledError that does not re-raise). Catch Exception, which a "
+                              f"cancellation is not")
+    if not worker.cancelled():
+        error = worker.exception()
+        how = f"raised {type(error).__name__}" if error else "returned normally"
+        return Verdict(False, f"cancelled while {moment}, the worker {how} instead of letting "
+                              f"the CancelledError through: whoever cancelled it cannot tell it "
+                              f"stopped. Clean up in finally, or re-raise it")
+    return None
 
 
 async def check_worker(resilient_worker: Callable) -> Verdict:
