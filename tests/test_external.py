@@ -28,7 +28,7 @@ import wslab
 from wslab.errors import ConfigError, DesignContractError, ExternalProcessError
 from wslab.external import (MAX_CLIENT_PROCESSES, NODE_DIR, ProtocolError, external_design,
                             group_members, load_design_file, node_pair, parse_line, why_no_node)
-from wslab.experiments.nodejs import outcomes, stored_gradebook
+from wslab.experiments.nodejs import PYTHON_NAIVE_FAILED, outcomes, stored_gradebook
 
 ROOT = Path(__file__).resolve().parent.parent
 PY = shlex.quote(sys.executable)
@@ -315,7 +315,7 @@ def test_cli_grades_the_node_naive_pair_failing_where_the_python_naive_fails():
     assert not_run == {"reconnect_storm"}  # 200 client processes: not applicable, said so
     failed = {row["scenario"] for row in card["scenarios"] if not row["passed"]}
     python_naive = set(wslab.grade("naive", progress=False).failed)
-    assert failed == python_naive - not_run
+    assert failed == python_naive - not_run == PYTHON_NAIVE_FAILED  # lesson 14 states that set
     assert card["passed"] is False
     # lesson 14 shows the stored gradebook: each scenario passes or fails as stored
     assert outcomes(card) == outcomes(stored_gradebook()["node_naive"])

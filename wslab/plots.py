@@ -553,7 +553,7 @@ def _short_verdict(row: Any) -> str:
     """What a grid cell says: 'pass', 'not run', or the first failure's measurement, shortened."""
     if row.error is not None:
         return "did not\nfinish"
-    if getattr(row, "not_run", None):
+    if row.not_run:
         return "not run"
     if row.passed:
         return "pass"
@@ -576,8 +576,7 @@ def scorecard(book: Any) -> Figure:
                            layout="constrained")
     for i, card in enumerate(cards):
         for j, row in enumerate(card.rows):
-            color = (NOT_RUN_COLOR if getattr(row, "not_run", None)
-                     else PASS_COLOR if row.passed else FAIL_COLOR)
+            color = NOT_RUN_COLOR if row.not_run else PASS_COLOR if row.passed else FAIL_COLOR
             ax.add_patch(plt.Rectangle((j, i), 1, 1, facecolor=color, edgecolor="white", linewidth=2))
             ax.text(j + 0.5, i + 0.5, _short_verdict(row), ha="center", va="center",
                     fontsize=7, wrap=True)
@@ -586,8 +585,8 @@ def scorecard(book: Any) -> Figure:
     ax.set_xticks([j + 0.5 for j in range(len(scenarios))],
                   [s.replace("_", "\n") for s in scenarios], fontsize=8)
     ax.set_yticks([i + 0.5 for i in range(len(cards))],
-                  [f"{c.design}\n{sum(r.passed and not getattr(r, 'not_run', None) for r in c.rows)}"
-                   f"/{sum(not getattr(r, 'not_run', None) for r in c.rows)} passed"
+                  [f"{c.design}\n{sum(r.passed and not r.not_run for r in c.rows)}"
+                   f"/{sum(not r.not_run for r in c.rows)} passed"
                    for c in cards], fontsize=9)
     ax.xaxis.tick_top()
     ax.tick_params(length=0)

@@ -72,7 +72,8 @@ class Scenario:
 
     @property
     def planned_s(self) -> float:
-        """When the run is planned to end: a message delivered later is late."""
+        """When the run is planned to end: a message delivered later is late (in
+        real time, only after :attr:`late_after_s`)."""
         return max(self.workload.production_s, self.faults.last_end_s) + self.settle_s
 
     @property
