@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 
 import pytest
 
@@ -68,3 +69,16 @@ def test_each_mistake_gets_its_hint(worker, hint):
 def test_the_idiom_passes():
     verdict = asyncio.run(check_worker(resilient))
     assert verdict, verdict
+
+
+@pytest.mark.timeout(30)
+def test_a_worker_that_catches_everything_is_not_left_spinning():
+    # Such a worker catches the GeneratorExit the garbage collector throws into it;
+    # collected while another loop runs (the next test's), it used to spin forever.
+    assert not asyncio.run(check_worker(swallows))
+
+    async def collect_while_another_loop_runs():
+        gc.collect()
+
+    asyncio.run(collect_while_another_loop_runs())
+    gc.collect()

@@ -42,16 +42,19 @@ class _Inbox(asyncio.Queue):
     A worker with a bare ``except:`` catches even the ``GeneratorExit`` that the
     garbage collector throws into it when its loop is gone. It then calls
     ``get()`` again, which an ``asyncio.Queue`` answers at once with a
-    RuntimeError (no running loop), which it catches too: a busy loop that
-    never ends, in whatever thread collects it. This ``get()`` yields instead,
-    so Python gives up on the coroutine ("ignored GeneratorExit") and it ends.
+    RuntimeError (no running loop, or another test's loop running), which it
+    catches too: a busy loop that never ends, in whatever thread collects it.
+    This ``get()`` yields instead, so Python gives up on the coroutine
+    ("ignored GeneratorExit") and it ends.
     """
 
     async def get(self):  # type: ignore[no-untyped-def]
         try:
-            asyncio.get_running_loop()
+            running = asyncio.get_running_loop()
         except RuntimeError:
-            await _Yield()
+            running = None
+        if running is None or (self._loop is not None and running is not self._loop):
+            await _Yield()  # collected outside its own loop
         return await super().get()
 
 
